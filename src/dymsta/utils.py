@@ -7,11 +7,11 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "get_logger"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "get_logger", "progress"]
 
 
 @contextlib.contextmanager
@@ -50,3 +50,10 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def get_logger(name: str) -> logging.Logger:
     """The package logger for ``name`` (configured once by the CLI, silent by default in a library)."""
     return logging.getLogger(name)
+
+
+def progress(iterable: Iterable, *, enabled: bool = True, **kwargs: Any) -> Iterable:
+    """A tqdm progress bar on a terminal; silent when not a TTY (CI, logs) or when ``enabled`` is False."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=None if enabled else True, dynamic_ncols=True, **kwargs)

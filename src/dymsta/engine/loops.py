@@ -1,0 +1,173 @@
+"""The two loops: one training epoch and one evaluation pass. Plain functions, DDP-aware.
+
+Batches are dicts ``{"inputs", "label", "video_id", "num_skipped"}`` where ``inputs`` is either a clip
+(B, 3, T, H, W) (training through the backbone) or cached backbone features (B, Cb, T, h, w) (training the head).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dymsta.engine import distributed as D
+from dymsta.utils import progress
+
+__all__ = ["NonFiniteLossError", "EpochBatchSampler", "train_one_epoch", "evaluate", "collate_features", "as_batch"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class EpochBatchSampler:
+    """Global batches in a (seed, epoch)-determined order; each rank yields its strided share of every batch.
+
+    Splitting each *global* batch across ranks (rather than splitting the dataset) makes one DDP step see exactly
+    the samples that one single-process step would, which is what lets a 2-process run reproduce a 1-process run.
+    Global batches smaller than the world size are dropped (every rank must take part in every step).
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        batches = [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+        return [b for b in batches if len(b) >= D.world_size()]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield batch[D.rank() :: D.world_size()]
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+def collate_features(items: list[tuple[torch.Tensor, int, str]]) -> dict[str, Any]:
+    """Collate cached ``(features, label, video_id)`` items into the common batch dict."""
+    return {
+        "inputs": torch.stack([f for f, _, _ in items]),
+        "label": torch.tensor([label for _, label, _ in items], dtype=torch.long),
+        "video_id": [vid for _, _, vid in items],
+        "num_skipped": 0,
+    }
+
+
+def as_batch(batch: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Map a clip batch from :func:`dymsta.data.collate_clips` (``video`` key) onto the common batch dict."""
+    if batch is not None and "video" in batch:
+        batch = dict(batch)
+        batch["inputs"] = batch.pop("video")
+    return batch
+
+
+def train_one_epoch(
+    net: torch.nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    global_batch_size: int,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float = 0.0,
+    label_smoothing: float = 0.0,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over ``loader``; returns ``{"loss", "acc", "samples", "skipped"}`` summed over ranks.
+
+    The loss of a step is the per-sample loss summed on this rank and divided by ``global_batch_size / world``, so
+    DDP's gradient average equals the mean over the whole global batch, as in a single process.
+    """
+    net.train()
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    loss_sum = correct = samples = skipped = 0.0
+    for raw in progress(loader, desc=desc, enabled=D.is_main(), leave=False):
+        batch = as_batch(raw)
+        if batch is None:
+            continue
+        skipped += batch["num_skipped"]
+        x = batch["inputs"].to(device, non_blocking=True)
+        y = batch["label"].to(device, non_blocking=True)
+        with autocast:
+            logits = net(x)
+        losses = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing)
+        loss = losses.sum() * D.world_size() / global_batch_size
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss is {loss.item()} (non-finite); stopping. The last good checkpoint "
+                                     "is kept; lower optim.lr or set train.amp=none")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        loss_sum += float(losses.detach().sum())
+        correct += float((logits.argmax(1) == y).sum())
+        samples += len(y)
+    loss_sum, correct, samples, skipped = D.all_reduce_sum([loss_sum, correct, samples, skipped], device)
+    return {"loss": loss_sum / max(samples, 1), "acc": correct / max(samples, 1), "samples": samples,
+            "skipped": skipped}
+
+
+@torch.no_grad()
+def evaluate(
+    net: torch.nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    desc: str = "eval",
+) -> dict[str, Any]:
+    """Predict every item of ``loader`` (this rank's shard), then gather all ranks' results on every rank.
+
+    Returns:
+        ``{"loss", "acc"}`` at clip level (cross-entropy without smoothing), plus ``probs`` (N, K) float64,
+        ``labels`` (N,), ``video_ids`` (N,) for video-level aggregation, and ``skipped`` (clips not decodable).
+    """
+    net.eval()
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    probs, labels, ids, skipped = [], [], [], 0
+    for raw in progress(loader, desc=desc, enabled=D.is_main(), leave=False):
+        batch = as_batch(raw)
+        if batch is None:
+            continue
+        skipped += batch["num_skipped"]
+        with autocast:
+            logits = net(batch["inputs"].to(device, non_blocking=True))
+        probs.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
+        labels.append(batch["label"].numpy())
+        ids.extend(batch["video_id"])
+    parts = D.all_gather_objects((probs, labels, ids, skipped))
+    probs = [p for part in parts for p in part[0]]
+    labels = [a for part in parts for a in part[1]]
+    ids = [i for part in parts for i in part[2]]
+    skipped = sum(part[3] for part in parts)
+    if not probs:
+        return {"loss": math.nan, "acc": math.nan, "probs": np.zeros((0, 0)), "labels": np.zeros(0, dtype=int),
+                "video_ids": [], "skipped": skipped}
+    p, y = np.concatenate(probs), np.concatenate(labels).astype(np.int64)
+    loss = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+    return {"loss": loss, "acc": float((p.argmax(1) == y).mean()), "probs": p, "labels": y, "video_ids": ids,
+            "skipped": skipped}

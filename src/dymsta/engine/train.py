@@ -1,0 +1,370 @@
+"""``dymsta train``: data -> (feature cache) -> epochs with validation -> best checkpoint -> test report and plots.
+
+One call gives the paper's whole result in ``RUN_DIR``::
+
+    config.yaml          the resolved config
+    index.json           the scanned video index (reused by later runs on the same data)
+    metrics.csv          one row per epoch (train/val loss and accuracy, learning rate, time)
+    checkpoints/         best.safetensors, last.safetensors (weights + config), state.safetensors (resume)
+    report.json/.md      test results in the paper's Table 1 layout (+ top-5, per class, confusion matrix)
+    plots/               accuracy, loss, learning rate, confusion matrix, per-class F1
+    summary.json         times, sample counts, skipped videos, best epoch
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dymsta.config import Config, config_from_dict, config_to_dict, dump_config
+from dymsta.data import DatasetSplits, VideoClipDataset, VideoRecord, collate_clips, load_splits
+from dymsta.engine import distributed as D
+from dymsta.engine.cache import CachedClips, CacheSpec, FeatureStore, get_or_build_cache
+from dymsta.engine.checkpoint import load_training_state, save_training_state
+from dymsta.engine.loops import EpochBatchSampler, NonFiniteLossError, collate_features, evaluate, train_one_epoch
+from dymsta.engine.optim import LRSchedule, build_optimizer
+from dymsta.models import build_model, load_model, save_model
+from dymsta.reports import (
+    MetricsLogger,
+    aggregate_by_video,
+    classification_metrics,
+    read_metrics,
+    write_all_plots,
+    write_report,
+)
+from dymsta.utils import atomic_write_json, atomic_write_text
+
+__all__ = ["train", "extract_features", "Pipeline", "resolve_device", "amp_dtype_for", "build_pipeline", "evaluate_records"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present (this rank's GPU under torchrun), else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+    return device
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``train.amp``: bf16 on CPU and CUDA by default; fp16 only on CUDA."""
+    if amp == "none":
+        return None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.amp=fp16 needs CUDA (on CPU use bf16 or none)")
+        return torch.float16
+    return torch.bfloat16
+
+
+class HeadNet(torch.nn.Module):
+    """``forward(features) = model.forward_head(features)``, so DDP can wrap the trainable head alone."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(feats)
+
+
+@dataclass
+class Pipeline:
+    """Everything a run needs besides the optimiser: splits, model, and how to feed it."""
+
+    cfg: Config
+    run_dir: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    splits: DatasetSplits
+    model: torch.nn.Module
+    use_cache: bool
+    size: int
+
+    def clip_dataset(self, records: list[VideoRecord], *, mode: str, views: int = 1, crops: int = 1) -> VideoClipDataset:
+        d = self.cfg.data
+        return VideoClipDataset(records, num_frames=d.num_frames, size=self.size, mean=self.model.mean,
+                                std=self.model.std, mode=mode, views=views, crops=crops, resize=d.resize, seed=d.seed)
+
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.cache.dir) if self.cfg.cache.dir else self.run_dir.parent / "cache"
+
+    def feature_store(self, name: str, records: list[VideoRecord], *, mode: str, views: int, crops: int = 1
+                      ) -> FeatureStore:
+        d, c = self.cfg.data, self.cfg.cache
+        clips = self.clip_dataset(records, mode=mode, views=views, crops=crops)
+        spec = CacheSpec(backbone=self.model.backbone.fingerprint(), num_frames=d.num_frames, size=self.size,
+                         resize=d.resize, mode=mode, views=views, crops=crops, seed=d.seed, dtype=c.dtype)
+        return get_or_build_cache(name, self.model.backbone, clips, self.cache_dir(), spec=spec,
+                                  batch_size=c.batch_size, workers=d.workers, device=self.device,
+                                  amp_dtype=self.amp_dtype)
+
+    def loader(self, records: list[VideoRecord], *, split: str, train: bool, batch_size: int,
+               views: int = 1, crops: int = 1) -> tuple[DataLoader, EpochBatchSampler, Any]:
+        """A DataLoader over cached features or decoded clips; train: shuffled global batches sharded by rank."""
+        d = self.cfg.data
+        if self.use_cache:
+            if train:
+                store = self.feature_store(split, records, mode="augment", views=self.cfg.cache.train_views)
+            else:
+                store = self.feature_store(split, records, mode="eval", views=views * crops, crops=crops)
+            dataset: Any = CachedClips(store, per_video=train, seed=d.seed)
+            collate, workers = collate_features, 0
+        else:
+            mode = "train" if train else "eval"
+            dataset = self.clip_dataset(records, mode=mode, views=views * crops, crops=crops)
+            collate, workers = collate_clips, d.workers
+        sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=train, seed=self.cfg.train.seed)
+        if not train:  # evaluation: every item exactly once, strided over ranks
+            sampler = _ShardedSequential(len(dataset), batch_size)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                            persistent_workers=False)
+        return loader, sampler, dataset
+
+    def net(self) -> torch.nn.Module:
+        return HeadNet(self.model) if self.use_cache else self.model
+
+
+class _ShardedSequential:
+    """Batches of this rank's strided share of ``range(n)``, in order."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        self.items = D.shard(list(range(n)))
+        self.batch_size = batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        for i in range(0, len(self.items), self.batch_size):
+            yield self.items[i : i + self.batch_size]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.items) / self.batch_size)
+
+
+def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None = None) -> Pipeline:
+    """Device, data splits (index scanned once, rank 0 first), and the model (built for the dataset's classes,
+    or ``model`` as loaded from a checkpoint)."""
+    device = resolve_device(cfg.train.device)
+    amp_dtype = amp_dtype_for(cfg.train.amp, device)
+    d = cfg.data
+    index_cache = run_dir / "index.json"
+
+    def load() -> DatasetSplits:
+        return load_splits(d.kind, d.root, split=d.split, val_fraction=d.val_fraction, seed=d.seed,
+                           annotations=d.annotations, index_cache=index_cache, max_videos_per_class=d.max_videos_per_class)
+
+    if D.is_main():
+        splits = load()
+    D.barrier()
+    if not D.is_main():
+        splits = load()
+    if model is None:
+        cfg.model = dataclasses.replace(cfg.model, num_classes=len(splits.class_names))
+        model = build_model(cfg.model)
+    model = model.to(device)
+    size = d.size or model.input_size
+    use_cache = bool(cfg.cache.enabled and model.uses_frame_backbone and model.cfg.trainable_stages == 0)
+    return Pipeline(cfg=cfg, run_dir=run_dir, device=device, amp_dtype=amp_dtype, splits=splits, model=model,
+                    use_cache=use_cache, size=size)
+
+
+def _setup(cfg: Config) -> None:
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+
+
+def _model_metadata(p: Pipeline, **extra: Any) -> dict[str, str]:
+    meta = {"run_config": json.dumps(config_to_dict(p.cfg)), "class_names": json.dumps(p.splits.class_names)}
+    meta.update({k: json.dumps(v) for k, v in extra.items()})
+    return meta
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train, keep the best checkpoint on validation, evaluate it on the test list, write report and plots.
+
+    Returns the run summary (also written to ``RUN_DIR/summary.json``).
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.train.device)
+    D.init_distributed(device)
+    _setup(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    state_file = ckpt_dir / "state.safetensors"
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and state_file.exists():
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
+    D.barrier()
+    t_start = time.time()
+    p = build_pipeline(cfg, run_dir)
+    if D.is_main():
+        atomic_write_text(run_dir / "config.yaml", dump_config(p.cfg))
+    log.info("data: %d classes, %d train / %d val / %d test videos, %d unreadable", len(p.splits.class_names),
+             len(p.splits.train), len(p.splits.val), len(p.splits.test), len(p.splits.skipped))
+
+    t_cache = time.time()
+    train_loader, train_sampler, train_set = p.loader(p.splits.train, split="train", train=True,
+                                                      batch_size=cfg.train.batch_size)
+    val_loader = None
+    if p.splits.val:
+        val_loader, _, _ = p.loader(p.splits.val, split="val", train=False, batch_size=cfg.train.eval_batch_size)
+    cache_seconds = time.time() - t_cache
+
+    model = p.model
+    optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
+    schedule = LRSchedule(optimizer, cfg.optim, cfg.train.epochs)
+    scaler = torch.amp.GradScaler("cuda") if p.amp_dtype == torch.float16 else None
+    net = p.net()
+    if D.is_distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+    start_epoch, best, best_epoch, bad_epochs = 0, {"val_acc": -1.0, "val_loss": math.inf}, -1, 0
+    if resume and state_file.exists():
+        info = load_training_state(state_file, model=model, optimizer=optimizer)
+        schedule.load_state_dict(info["schedule"])
+        start_epoch, best, best_epoch, bad_epochs = info["epoch"] + 1, info["best"], info["best_epoch"], info["bad"]
+        log.info("resumed from %s at epoch %d", state_file, start_epoch)
+    logger = MetricsLogger(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tb", resume=resume) if D.is_main() \
+        else None
+
+    stopped = None
+    for epoch in range(start_epoch, cfg.train.epochs):
+        t0 = time.time()
+        torch.manual_seed(cfg.train.seed * 1000 + epoch)  # dropout etc.: resumable without replaying RNG history
+        model.set_epoch(epoch)
+        train_sampler.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        schedule.start_epoch(epoch)
+        lr = schedule.lr
+        try:
+            tr = train_one_epoch(net, train_loader, optimizer, device=device, global_batch_size=cfg.train.batch_size,
+                                 amp_dtype=p.amp_dtype, scaler=scaler, grad_clip=cfg.train.grad_clip,
+                                 label_smoothing=cfg.train.label_smoothing, desc=f"epoch {epoch + 1}")
+        except NonFiniteLossError as e:
+            stopped = str(e)
+            log.error("%s", e)
+            break
+        va = evaluate(net, val_loader, device=device, amp_dtype=p.amp_dtype, desc="val") if val_loader else None
+        val_loss = va["loss"] if va else tr["loss"]
+        val_acc = va["acc"] if va else tr["acc"]
+        schedule.end_epoch(val_loss)
+        improved = val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"])
+        if improved:
+            best, best_epoch, bad_epochs = {"val_acc": val_acc, "val_loss": val_loss}, epoch, 0
+        else:
+            bad_epochs += 1
+        row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": val_loss,
+               "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - t0, 3), "skipped": int(tr["skipped"])}
+        if D.is_main():
+            if improved:
+                save_model(model, ckpt_dir / "best.safetensors",
+                           metadata=_model_metadata(p, epoch=epoch + 1, val_acc=val_acc, val_loss=val_loss))
+            save_model(model, ckpt_dir / "last.safetensors", metadata=_model_metadata(p, epoch=epoch + 1))
+            save_training_state(state_file, model=model, optimizer=optimizer,
+                                info={"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad_epochs,
+                                      "schedule": schedule.state_dict(), "config": config_to_dict(p.cfg),
+                                      "classes": p.splits.class_names})
+            logger.log(row)
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs", epoch + 1,
+                     cfg.train.epochs, tr["loss"], tr["acc"], val_loss, val_acc, lr, row["seconds"])
+        D.barrier()
+        if cfg.train.early_stop and bad_epochs >= cfg.train.early_stop:
+            log.info("early stop: %d epochs without validation improvement", bad_epochs)
+            break
+    if logger is not None:
+        logger.close()
+    train_seconds = time.time() - t_start - cache_seconds
+
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "best_epoch": best_epoch + 1, "best_val": best,
+                               "stopped": stopped, "cache_seconds": round(cache_seconds, 2),
+                               "train_seconds": round(train_seconds, 2), "world_size": D.world_size(),
+                               "device": str(device), "num_train": len(p.splits.train), "num_val": len(p.splits.val),
+                               "num_test": len(p.splits.test), "num_unreadable": len(p.splits.skipped),
+                               "unreadable": p.splits.skipped[:50], "feature_cache": p.use_cache}
+    best_file = ckpt_dir / "best.safetensors"
+    if p.splits.test and best_file.exists():
+        best_model, _ = load_model(best_file, map_location=device)
+        model.load_state_dict(best_model.state_dict())
+        report = evaluate_records(p, p.splits.test, views=cfg.data.test_clips, crops=cfg.data.test_crops)
+        summary["test"] = {k: report[k] for k in ("accuracy", "top5_accuracy", "clip_accuracy", "num_videos",
+                                                  "num_skipped")}
+        summary["test"].update({"macro_f1": report["macro_avg"]["f1"], "weighted_f1": report["weighted_avg"]["f1"]})
+        if D.is_main():
+            write_report(report, run_dir, title=f"{cfg.data.kind} split {cfg.data.split}: test results")
+            write_all_plots(run_dir, read_metrics(run_dir / "metrics.csv"), report)
+    summary["total_seconds"] = round(time.time() - t_start, 2)
+    if D.is_main():
+        atomic_write_json(run_dir / "summary.json", summary)
+    D.barrier()
+    if stopped:
+        raise NonFiniteLossError(stopped)
+    return summary
+
+
+def evaluate_records(p: Pipeline, records: list[VideoRecord], *, views: int, crops: int) -> dict[str, Any]:
+    """Evaluate ``p.model`` on ``records`` with ``views x crops`` per video; video-level report dict."""
+    loader, _, _ = p.loader(records, split=f"test-v{views}x{crops}", train=False,
+                            batch_size=p.cfg.train.eval_batch_size, views=views, crops=crops)
+    out = evaluate(p.net(), loader, device=p.device, amp_dtype=p.amp_dtype, desc="test")
+    if len(out["labels"]) == 0:
+        raise RuntimeError("no test video could be decoded")
+    ids, probs, labels = aggregate_by_video(out["video_ids"], out["probs"], out["labels"])
+    decoded = set(ids)
+    missing = sum(1 for r in records if r.video_id not in decoded)
+    return classification_metrics(probs, labels, p.splits.class_names, num_skipped=missing,
+                                  clip_accuracy=out["acc"])
+
+
+def config_from_checkpoint(meta: dict[str, str]) -> Config:
+    """The run config stored in a model checkpoint's metadata."""
+    if "run_config" not in meta:
+        raise ValueError("checkpoint has no run config (was it written by dymsta train?)")
+    return config_from_dict(json.loads(meta["run_config"]))
+
+
+def extract_features(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
+    """Build (or find) the feature caches a ``train`` with this config would use; sharded over torchrun ranks."""
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.train.device)
+    D.init_distributed(device)
+    _setup(cfg)
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    D.barrier()
+    p = build_pipeline(cfg, run_dir)
+    if not p.use_cache:
+        raise ValueError("the feature cache needs a frozen frame backbone (model.trainable_stages=0, "
+                         f"model.arch in dymsta/tsn/linear; got arch={cfg.model.arch!r}) and cache.enabled=true")
+    out = {}
+    d = cfg.data
+    parts = [("train", p.splits.train, True, 1, 1), ("val", p.splits.val, False, 1, 1),
+             (f"test-v{d.test_clips}x{d.test_crops}", p.splits.test, False, d.test_clips, d.test_crops)]
+    for name, records, is_train, views, crops in parts:
+        if records:
+            _, _, dataset = p.loader(records, split=name, train=is_train, batch_size=1, views=views, crops=crops)
+            out[name] = dataset.store.path
+    return out
