@@ -1,0 +1,40 @@
+"""Evaluation reports: metrics (the paper's Table 1, top-k, per-class), the metrics log and PNG plots.
+
+Takes plain arrays and lists, writes files; imports none of models/, data/, engine/ or the CLI.
+"""
+
+from dymsta.reports.metrics import (
+    MetricsLogger,
+    ReportError,
+    aggregate_by_video,
+    classification_metrics,
+    format_report_md,
+    format_table1,
+    read_metrics,
+    topk_accuracy,
+    write_report,
+)
+from dymsta.reports.plots import (
+    plot_attention,
+    plot_confusion_matrix,
+    plot_per_class_f1,
+    plot_training_curves,
+    write_all_plots,
+)
+
+__all__ = [
+    "MetricsLogger",
+    "ReportError",
+    "aggregate_by_video",
+    "classification_metrics",
+    "format_report_md",
+    "format_table1",
+    "read_metrics",
+    "topk_accuracy",
+    "write_report",
+    "plot_attention",
+    "plot_confusion_matrix",
+    "plot_per_class_f1",
+    "plot_training_curves",
+    "write_all_plots",
+]
