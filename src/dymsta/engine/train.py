@@ -280,6 +280,9 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - t0, 3), "skipped": int(tr["skipped"])}
         if D.is_main():
+            # Order matters for a kill at any point: the metrics row first (a resumed run rewrites rows from its
+            # first epoch on), the training state last (it alone decides where --resume starts).
+            logger.log(row)
             if improved:
                 save_model(model, ckpt_dir / "best.safetensors",
                            metadata=_model_metadata(p, epoch=epoch + 1, val_acc=val_acc, val_loss=val_loss))
@@ -288,7 +291,6 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
                                 info={"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad_epochs,
                                       "schedule": schedule.state_dict(), "config": config_to_dict(p.cfg),
                                       "classes": p.splits.class_names})
-            logger.log(row)
             log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs", epoch + 1,
                      cfg.train.epochs, tr["loss"], tr["acc"], val_loss, val_acc, lr, row["seconds"])
         D.barrier()

@@ -1,0 +1,308 @@
+"""The engine end to end on a tiny real synthetic video set: train, cache, resume, DDP, eval, predict, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dymsta.cli import main
+from dymsta.config import load_config
+from dymsta.data import VideoClipDataset, collate_clips
+from dymsta.data.synth import SYNTH_CLASSES, generate_synthetic
+from dymsta.engine.cache import CachedClips, CacheSpec, get_or_build_cache
+from dymsta.engine.loops import EpochBatchSampler, NonFiniteLossError, collate_features, train_one_epoch
+from dymsta.engine.train import HeadNet, build_pipeline, train
+from dymsta.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 classes x 4 groups x 2 clips of 16 frames at 64x64 (real MPEG-4 AVI files, UCF101 layout)."""
+    root = tmp_path_factory.mktemp("synth")
+    generate_synthetic(root, classes=list(SYNTH_CLASSES[:4]), groups=4, clips_per_group=2, test_groups=1,
+                       num_frames=16, size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_overrides(root: Path, cache: Path, *extra: str) -> list[str]:
+    return [f"data.root={root}", "data.num_frames=8", "data.size=64", "data.workers=0", "data.val_fraction=0.34",
+            "model.dim=32", "model.temporal_kernels=[1,3,5]", "train.epochs=2", "train.batch_size=8",
+            f"cache.dir={cache}", "cache.train_views=2", "cache.batch_size=8", *extra]
+
+
+def tiny_cfg(root: Path, cache: Path, *extra: str):
+    return load_config(REPO / "configs" / "demo.yaml", tiny_overrides(root, cache, *extra))
+
+
+def test_train_writes_the_whole_run(synth_root: Path, cache_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    summary = train(tiny_cfg(synth_root, cache_dir), run)
+    for name in ["config.yaml", "index.json", "metrics.csv", "report.json", "report.md", "summary.json",
+                 "checkpoints/best.safetensors", "checkpoints/last.safetensors", "checkpoints/state.safetensors",
+                 "plots/accuracy.png", "plots/loss.png", "plots/lr.png", "plots/confusion_matrix.png"]:
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    report = json.loads((run / "report.json").read_text())
+    for key in ["accuracy", "top5_accuracy", "macro_avg", "weighted_avg", "per_class", "num_videos", "num_skipped"]:
+        assert key in report
+    assert report["num_videos"] == summary["num_test"] == 4 * 2  # 4 classes x 1 test group x 2 clips
+    assert set(report["macro_avg"]) == {"precision", "recall", "f1"}
+    assert "Macro avg" in (run / "report.md").read_text()
+    assert summary["feature_cache"] is True
+
+    # the same run folder is refused without --resume
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_cfg(synth_root, cache_dir), run)
+
+    # eval / predict / export through the command line, loading the stored config with no flags
+    assert main(["eval", str(run), "--views", "2"]) == 0
+    assert (run / "eval-test-2x1" / "report.json").is_file()
+    assert "Weighted avg" in capsys.readouterr().out
+    clip = next((synth_root / "UCF-101").rglob("*.avi"))
+    assert main(["predict", str(run), str(clip), "--json", "--top-k", "3", "--explain", str(tmp_path / "ex")]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert len(pred[0]["top"]) == 3 and pred[0]["error"] is None
+    assert abs(sum(t["prob"] for t in pred[0]["top"])) <= 1.0 + 1e-6
+    assert {t["class"] for t in pred[0]["top"]} <= set(SYNTH_CLASSES[:4])
+    assert list((tmp_path / "ex").glob("*.png"))
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"hello")
+    assert main(["predict", str(run), str(bad)]) == 1
+    assert "not_a_video.mp4" in capsys.readouterr().err
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(run / "checkpoints" / "best.safetensors"), str(tmp_path / "m.onnx")]) == 0
+    assert "max |diff|" in capsys.readouterr().out
+
+
+def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cfg = tiny_cfg(synth_root, cache)
+    p = build_pipeline(cfg, tmp_path / "run")
+    clips = p.clip_dataset(p.splits.val, mode="eval")
+    spec = CacheSpec(backbone=p.model.backbone.fingerprint(), num_frames=8, size=64, resize=None, mode="eval",
+                     views=1, crops=1, seed=0, dtype="float16")
+    kw = {"batch_size": 4, "workers": 0, "device": torch.device("cpu"), "amp_dtype": torch.bfloat16}
+    first = get_or_build_cache("val", p.model.backbone, clips, cache, spec=spec, **kw)
+    stamp = (first.path / "features.npy").stat().st_mtime_ns
+    again = get_or_build_cache("val", p.model.backbone, clips, cache, spec=spec, **kw)
+    assert again.path == first.path and (again.path / "features.npy").stat().st_mtime_ns == stamp  # reused
+    assert first.row(0).dtype.name == "float16" and first.row(0).shape[1] == 8  # (Cb, T, h, w)
+
+    other = get_or_build_cache("val", p.model.backbone, clips, cache,
+                               spec=CacheSpec(**{**spec.__dict__, "views": 1, "seed": 1}), **kw)
+    assert other.path != first.path  # any setting change -> a new cache
+    video = Path(p.splits.val[0].path)
+    os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))  # a changed file -> a new key
+    assert spec.key(p.splits.val) != first.index["key"]
+
+
+def test_interrupted_cache_build_never_looks_complete(synth_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(synth_root, tmp_path / "cache")
+    p = build_pipeline(cfg, tmp_path / "run")
+    clips = p.clip_dataset(p.splits.val, mode="eval")
+    spec = CacheSpec(backbone=p.model.backbone.fingerprint(), num_frames=8, size=64, resize=None, mode="eval",
+                     views=1, crops=1, seed=0, dtype="float16")
+
+    class Boom(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls > 2:  # the probe and the first batch pass, then the "machine dies"
+                raise KeyboardInterrupt
+            return p.model.backbone(x)
+
+    kw = {"batch_size": 2, "workers": 0, "device": torch.device("cpu"), "amp_dtype": None}
+    with pytest.raises(KeyboardInterrupt):
+        get_or_build_cache("val", Boom(), clips, tmp_path / "cache", spec=spec, **kw)
+    assert not [d for d in (tmp_path / "cache").iterdir() if not d.name.startswith(".building")]
+    store = get_or_build_cache("val", p.model.backbone, clips, tmp_path / "cache", spec=spec, **kw)
+    assert store.valid.all() and len(store) == len(p.splits.val)
+
+
+def test_training_from_cache_equals_training_through_the_backbone(synth_root: Path, tmp_path: Path) -> None:
+    """Same clips, same order, same seed: the head trained on cached fp32 features == trained end to end."""
+    cfg = tiny_cfg(synth_root, tmp_path / "cache", "cache.dtype=float32", "train.amp=none")
+    p = build_pipeline(cfg, tmp_path / "run")
+    records = p.splits.train
+    clips = p.clip_dataset(records, mode="eval")  # deterministic views, so both paths see the same pixels
+    spec = CacheSpec(backbone=p.model.backbone.fingerprint(), num_frames=8, size=64, resize=None, mode="eval",
+                     views=1, crops=1, seed=0, dtype="float32")
+    store = get_or_build_cache("train-eval", p.model.backbone, clips, tmp_path / "cache", spec=spec, batch_size=4,
+                               workers=0, device=torch.device("cpu"), amp_dtype=None)
+    feats = CachedClips(store, per_video=False)
+
+    def run(dataset, collate, net_of) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        net = net_of(model)
+        opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+        sampler = EpochBatchSampler(len(dataset), 4, shuffle=True, seed=0)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            torch.manual_seed(epoch)
+            train_one_epoch(net, loader, opt, device=torch.device("cpu"), global_batch_size=4)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    via_cache = run(feats, collate_features, HeadNet)
+    via_backbone = run(clips, collate_clips, lambda m: m)
+    assert via_cache.keys() == via_backbone.keys()
+    changed = 0
+    for k, v in via_cache.items():
+        torch.testing.assert_close(v, via_backbone[k], atol=2e-5, rtol=1e-4, msg=k)
+        changed += int(not k.startswith("backbone"))
+    assert changed > 0
+
+
+def test_tiny_overfit_reaches_full_train_accuracy(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(synth_root, cache_dir, "train.epochs=40", "optim.lr=0.003", "optim.scheduler=none",
+                   "train.label_smoothing=0", "model.dropout=0", "data.val_fraction=0")
+    train(cfg, tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert max(float(r["train_acc"]) for r in rows) == 1.0
+
+
+def test_unreadable_video_is_counted_not_fatal(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    victim = sorted((root / "UCF-101").rglob("*_g04_*.avi"))[0]  # a training group
+    victim.write_bytes(victim.read_bytes()[:300])  # truncated: header only
+    summary = train(tiny_cfg(root, cache_dir, "train.epochs=1"), tmp_path / "run")
+    assert summary["num_unreadable"] == 1
+    assert victim.name in json.dumps(summary["unreadable"])
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_root: Path, cache_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import dymsta.engine.train as engine_train
+
+    real_build = engine_train.build_model
+
+    def poisoned_build(cfg):
+        model = real_build(cfg)
+        real_head = model.forward_head
+
+        def head(x, **kw):
+            out = real_head(x, **kw)
+            return out * float("nan") if model.epoch_seen >= 1 else out
+
+        def set_epoch(epoch: int) -> None:
+            model.epoch_seen = epoch
+
+        model.epoch_seen = 0
+        model.forward_head = head
+        model.set_epoch = set_epoch
+        return model
+
+    monkeypatch.setattr(engine_train, "build_model", poisoned_build)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train(tiny_cfg(synth_root, cache_dir, "train.epochs=3"), run)
+    weights = load_file(str(run / "checkpoints" / "last.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert len(list(csv.DictReader((run / "metrics.csv").open()))) == 1  # epoch 1 only
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "dymsta", *args], env=env, cwd=REPO, **kw)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "last.safetensors"))
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "metrics.csv").open())]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    epochs = 30
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--set", "train.threads=1",
+            "--set", "train.deterministic=true", "--set", f"train.epochs={epochs}"]
+    for o in tiny_overrides(synth_root, cache_dir):
+        args += ["--set", o] if not o.startswith("train.epochs") else []
+    full = tmp_path / "full"
+    assert _run_cli([*args, "--out", str(full)]).wait(timeout=300) == 0
+
+    killed = tmp_path / "killed"
+    proc = _run_cli([*args, "--out", str(killed)], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "metrics.csv").exists() and len(_rows(killed)) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(_rows(killed))
+    assert done_at_kill < epochs
+    assert _run_cli([*args, "--out", str(killed), "--resume"]).wait(timeout=300) == 0
+
+    assert _rows(killed) == _rows(full)
+    a, b = _weights(full), _weights(killed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.loads((killed / "report.json").read_text())["accuracy"] == \
+        json.loads((full / "report.json").read_text())["accuracy"]
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_match_one_process(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    assert torchrun, "torchrun not found"
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--set", "train.threads=1",
+            "--set", "model.dropout=0", "--set", "train.epochs=3"]
+    for o in tiny_overrides(synth_root, cache_dir):
+        args += ["--set", o] if not o.startswith("train.epochs") else []
+    single = tmp_path / "single"
+    assert _run_cli([*args, "--out", str(single)]).wait(timeout=300) == 0
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "dymsta", *args, "--out", str(ddp)]
+    assert subprocess.run(cmd, env=env, cwd=REPO, timeout=300).returncode == 0
+    a, b = _weights(single), _weights(ddp)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3, msg=k)
+    for ra, rb in zip(_rows(single), _rows(ddp), strict=True):
+        assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), abs=1e-4)
+        assert float(ra["val_acc"]) == pytest.approx(float(rb["val_acc"]), abs=1e-9)
+    assert json.loads((ddp / "summary.json").read_text())["world_size"] == 2
+
+
+def test_cli_help_and_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for cmd in ["demo", "train", "eval", "predict", "extract", "export", "synth"]:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.yaml" in err
+    assert main(["train", "--config", "demo", "--set", "train.epochz=1"]) == 2
+    assert "did you mean train.epochs" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "best.safetensors" in capsys.readouterr().err
