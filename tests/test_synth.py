@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import av
@@ -59,6 +60,9 @@ def test_layout_and_split_files(tiny: Path) -> None:
     on_disk = {str(p.relative_to(tiny / "UCF-101")) for p in (tiny / "UCF-101").rglob("*.avi")}
     assert listed == on_disk
     assert not [p for p in tiny.rglob(".*")], "temporary files left behind"
+    meta = json.loads((tiny / "synth_meta.json").read_text())
+    assert meta["seed"] == 7 and meta["classes"] == TINY["classes"]
+    assert meta["pairs"] == [["MoveRight", "MoveLeft"], ["SlowBounce", "FastBounce"]]
 
 
 def _yuv420(frames: np.ndarray) -> np.ndarray:
@@ -85,7 +89,9 @@ def test_files_decode_and_match_rendered_frames(tiny: Path) -> None:
 def test_same_seed_gives_identical_files_other_seed_differs(tiny: Path, tmp_path: Path) -> None:
     again = generate_synthetic(tmp_path / "again", seed=7, **TINY)
     assert _hashes(again) == _hashes(tiny)
-    other = generate_synthetic(tmp_path / "other", seed=8, **{**TINY, "classes": ["MoveLeft"], "groups": 2})
+    other = generate_synthetic(
+        tmp_path / "other", seed=8, progress=True, **{**TINY, "classes": ["MoveLeft"], "groups": 2}
+    )
     clip = "MoveLeft/v_MoveLeft_g01_c01.avi"
     a, b = _decode(tiny / "UCF-101" / clip), _decode(other / "UCF-101" / clip)
     assert np.abs(a.astype(np.int16) - b).mean() > 5
@@ -209,6 +215,27 @@ def test_bad_arguments_raise_a_clear_error(tmp_path: Path, kwargs: dict, argumen
     assert not (tmp_path / "out").exists(), "nothing may be written before the arguments are checked"
 
 
-def test_render_clip_rejects_unknown_class() -> None:
+def test_render_clip_rejects_bad_arguments() -> None:
     with pytest.raises(SynthConfigError, match="classes: unknown synthetic class 'Wave'"):
         render_clip("Wave")
+    with pytest.raises(SynthConfigError, match="^group:"):
+        render_clip("Grow", group=0)
+    with pytest.raises(SynthConfigError, match="^num_frames:"):
+        render_clip("Grow", num_frames=3)
+
+
+def test_mpeg4_quantiser_is_fixed_and_fine(tiny: Path, tmp_path: Path) -> None:
+    """The AVI holds MPEG-4 Part 2 at quantiser 2: far more bits than the encoder's default rate control."""
+    path = tiny / "UCF-101/MoveRight/v_MoveRight_g02_c01.avi"
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "mpeg4"
+    frames = render_clip("MoveRight", group=2, clip=1, seed=7, num_frames=16, size=64)
+    synth._encode(frames, tmp_path / "again.avi", fps=25, codec="mpeg4")
+    assert (tmp_path / "again.avi").read_bytes() == path.read_bytes()
+    with av.open(str(tmp_path / "default.avi"), mode="w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width = stream.height = 64
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    assert path.stat().st_size > 2 * (tmp_path / "default.avi").stat().st_size

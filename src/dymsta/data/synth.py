@@ -70,6 +70,7 @@ _CODECS = ("mpeg4", "libx264")
 _SHAPES = ("circle", "square", "triangle", "ring", "diamond", "cross")
 _TEXTURES = ("noise", "stripes", "checkers", "gradient")
 _FAST_CYCLE_CANDIDATES = (3, 4, 5, 2)
+_MPEG4_QSCALE = 2
 
 
 class SynthConfigError(ValueError):
@@ -323,8 +324,16 @@ def render_clip(
 
     Returns:
         uint8 array (T, H, W, 3), RGB.
+
+    Raises:
+        SynthConfigError: an unknown class or an out-of-range argument.
     """
     _check_class(class_name)
+    _check_int("group", group, 1)
+    _check_int("clip", clip, 1)
+    _check_int("seed", seed, 0)
+    _check_int("num_frames", num_frames, 8, 10_000)
+    _check_int("size", size, 32, 4096)
     pair = _PAIR_INDEX[class_name]
     look = _look(seed, pair, group, size)
     rng = _rng(seed, pair, group, clip, 1)
@@ -366,8 +375,11 @@ def _encode(frames: np.ndarray, path: Path, *, fps: int, codec: str) -> None:
         ctx.thread_count = 1
         ctx.max_b_frames = 0
         if codec == "mpeg4":
-            ctx.qscale = True  # fixed quantiser, like ffmpeg -q:v 2: motion survives compression
-            ctx.global_quality = 2 * 118  # FF_QP2LAMBDA = 118
+            # a fixed quantiser of 2, like ffmpeg -q:v 2, so motion survives compression. With the qscale flag the
+            # encoder reads each frame's quality (0 from PyAV) and clips it to [qmin, qmax]: pin both.
+            ctx.qscale = True
+            ctx.global_quality = _MPEG4_QSCALE * 118  # FF_QP2LAMBDA = 118
+            ctx.qmin = ctx.qmax = _MPEG4_QSCALE
             ctx.gop_size = 12
         else:
             stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "threads=1"}
@@ -467,7 +479,8 @@ def generate_synthetic(
         out_dir/ucfTrainTestlist/classInd.txt                "<1-based idx> <Class>"
         out_dir/ucfTrainTestlist/trainlist01.txt             "<Class>/v_...avi <1-based idx>", groups > test_groups
         out_dir/ucfTrainTestlist/testlist01.txt              "<Class>/v_...avi", groups 1..test_groups
-        out_dir/synth.json                                   the generator settings and the class pairs
+        out_dir/synth_meta.json                              settings and class pairs; written last, so it marks a
+                                                             complete set
 
     Args:
         out_dir: output folder (created if missing; existing files of the same names are replaced).
@@ -501,7 +514,7 @@ def generate_synthetic(
     settings = dict(classes=list(names), groups=groups, clips_per_group=clips_per_group, num_frames=num_frames)
     settings.update(size=size, fps=fps, test_groups=test_groups, seed=seed, codec=codec)
     pairs = [list(p) for p in SYNTH_PAIRS if p[0] in names or p[1] in names]
-    atomic_write_json(out / "synth.json", {"generator": "dymsta.data.synth", **settings, "pairs": pairs})
+    atomic_write_json(out / "synth_meta.json", {"generator": "dymsta.data.synth", **settings, "pairs": pairs})
     log.info("wrote %d synthetic clips (%d classes) to %s", len(items), len(names), video_root)
     return out
 
