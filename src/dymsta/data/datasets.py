@@ -1,0 +1,201 @@
+"""Map-style clip dataset over indexed videos: sample frames, decode only those, crop, flip, normalise.
+
+Item ``i`` is view ``i % views`` of record ``i // views`` and returns ``(clip, label, video_id)`` with ``clip``
+float32 (3, T, size, size), normalised with the backbone's mean/std. Modes:
+
+- ``"train"``: a random frame per TSN segment, one random resized crop (area share ``crop_scale``, aspect 3/4-4/3)
+  and a random horizontal flip for the whole clip; all draws from torch's global RNG, so ``torch.manual_seed`` and
+  DataLoader worker seeding make runs reproducible.
+- ``"eval"``: deterministic ``views = clips x crops`` grid; view ``v`` is temporal clip ``v // crops`` (segment
+  offset ``(c + 0.5) / clips``) and spatial crop ``v % crops`` of the frame resized to short side ``resize``.
+- ``"augment"``: view 0 is the eval centre view; view ``v > 0`` is a random augmentation (segment jitter, resized
+  crop, flip) seeded by ``(seed, video_id, v)``: the same on every run and machine (for the feature cache).
+
+A file that fails to decode is logged once (per process), remembered, and its items return None;
+:func:`collate_clips` drops them and counts them in ``num_skipped``, so a long run goes on and reports the count.
+Frames larger than ``resize`` on the short side are shrunk during colour conversion (decode-time resize).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dymsta.data.decode import BACKENDS, DecoderBackendError, VideoDecodeError, read_frames, torchcodec_available
+from dymsta.data.index import VideoRecord
+from dymsta.data.sampling import (
+    EVAL_CROPS,
+    CropBox,
+    clip_offset,
+    random_resized_crop_box,
+    segment_indices,
+    stable_seed,
+)
+from dymsta.data.transforms import clip_to_tensor, eval_source_box, hflip, resized_crop
+from dymsta.utils import get_logger
+
+__all__ = ["MODES", "VideoClipDataset", "collate_clips"]
+
+log = get_logger(__name__)
+
+MODES = ("train", "eval", "augment")
+
+
+class VideoClipDataset(Dataset):
+    """Clips of ``num_frames`` frames, ``size`` x ``size``, from a list of :class:`VideoRecord`.
+
+    Args:
+        records: the videos.
+        num_frames: T, frames per clip (one per TSN segment).
+        size: output crop side in pixels.
+        mean, std: per-channel normalisation of [0, 1] RGB (the backbone's).
+        mode: ``"train"``, ``"eval"`` or ``"augment"`` (see the module docstring).
+        views: items per record (eval: temporal clips x crops; augment: cached views).
+        crops: spatial crops per temporal clip in eval mode (1, 3 or 5); must divide ``views``.
+        resize: short side before cropping in eval mode, and decode-time size limit; default
+            ``round(size * 256 / 224)``.
+        seed: seed of the augment-mode views.
+        backend: decoding backend (``"pyav"`` or ``"torchcodec"``).
+        crop_scale: area share range of the random resized crop (train and augment modes).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        num_frames: int,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        mode: str = "eval",
+        views: int = 1,
+        crops: int = 1,
+        resize: int | None = None,
+        seed: int = 0,
+        backend: str = "pyav",
+        crop_scale: tuple[float, float] = (0.4, 1.0),
+    ) -> None:
+        _check_settings(num_frames=num_frames, size=size, mode=mode, views=views, crops=crops, backend=backend)
+        self.records = list(records)
+        self.num_frames, self.size, self.mode = num_frames, size, mode
+        self.views, self.crops, self.seed, self.backend = views, crops, seed, backend
+        self.resize = resize if resize is not None else round(size * 256 / 224)
+        if self.resize < size:
+            raise ValueError(f"resize ({self.resize}) must be >= size ({size})")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
+        self.crop_scale = crop_scale
+        self.bad_files: dict[str, str] = {}  # path -> cause, in this process
+
+    def __len__(self) -> int:
+        return len(self.records) * self.views
+
+    def view_of(self, i: int) -> tuple[int, int]:
+        """(record index, view index) of item ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for {len(self)} items")
+        return divmod(i, self.views)
+
+    @property
+    def num_skipped(self) -> int:
+        """Files found undecodable in this process."""
+        return len(self.bad_files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str] | None:
+        r, view = self.view_of(i)
+        record = self.records[r]
+        if record.path in self.bad_files:
+            return None
+        try:
+            clip = self._clip(record, view)
+        except VideoDecodeError as e:
+            self.bad_files[record.path] = e.cause
+            log.warning("skipping undecodable video %s", e)
+            return None
+        return clip, record.label, record.video_id
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    def _clip(self, record: VideoRecord, view: int) -> torch.Tensor:
+        """float32 (3, T, size, size) for one view of one record."""
+        rng = self._view_rng(record, view)
+        indices = self._indices(record, view, rng)
+        frames = torch.from_numpy(read_frames(record.path, indices, backend=self.backend, short_side=self.resize))
+        box, flip = self._box_and_flip(frames.shape[1], frames.shape[2], view, rng)
+        frames = resized_crop(frames, box, self.size)  # (T, size, size, 3) uint8
+        if flip:
+            frames = hflip(frames)
+        return clip_to_tensor(frames, mean=self.mean, std=self.std)
+
+    def _is_random(self, view: int) -> bool:
+        return self.mode == "train" or (self.mode == "augment" and view > 0)
+
+    def _view_rng(self, record: VideoRecord, view: int) -> np.random.Generator | None:
+        """Augment views draw from their own seeded generator; train draws from torch's RNG (None)."""
+        if self.mode == "augment" and view > 0:
+            return np.random.default_rng(stable_seed(self.seed, record.video_id, view))
+        return None
+
+    def _indices(self, record: VideoRecord, view: int, rng: np.random.Generator | None) -> np.ndarray:
+        if self._is_random(view):
+            return segment_indices(record.num_frames, self.num_frames, mode="train", rng=rng)
+        clip = view // self.crops if self.mode == "eval" else 0
+        clips = self.views // self.crops if self.mode == "eval" else 1
+        return segment_indices(record.num_frames, self.num_frames, mode="eval", offset=clip_offset(clip, clips))
+
+    def _box_and_flip(
+        self, height: int, width: int, view: int, rng: np.random.Generator | None
+    ) -> tuple[CropBox, bool]:
+        if self._is_random(view):
+            box = random_resized_crop_box(height, width, scale=self.crop_scale, rng=rng)
+            u = rng.random() if rng is not None else float(torch.rand(()))
+            return box, u < 0.5
+        crop = view % self.crops if self.mode == "eval" else 0
+        box = eval_source_box(height, width, size=self.size, resize=self.resize, index=crop, crops=self.crops)
+        return box, False
+
+
+def _check_settings(*, num_frames: int, size: int, mode: str, views: int, crops: int, backend: str) -> None:
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    if crops not in EVAL_CROPS:
+        raise ValueError(f"crops must be one of {EVAL_CROPS}, got {crops}")
+    if mode == "eval" and views % crops:
+        raise ValueError(f"views ({views}) must be a multiple of crops ({crops}) in eval mode")
+    if mode != "eval" and crops != 1:
+        raise ValueError(f"crops={crops} applies to eval mode only (mode={mode!r})")
+    if backend not in BACKENDS:
+        raise DecoderBackendError(f"unknown decoding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "torchcodec":
+        ok, why = torchcodec_available()
+        if not ok:
+            raise DecoderBackendError(why)
+
+
+def collate_clips(batch: list[tuple[torch.Tensor, int, str] | None]) -> dict[str, Any] | None:
+    """Stack dataset items, dropping skipped (None) ones.
+
+    Returns:
+        ``{"video": float (B, 3, T, S, S), "label": long (B,), "video_id": list[str], "num_skipped": int}``,
+        or None when every item of the batch was skipped.
+    """
+    items = [b for b in batch if b is not None]
+    if not items:
+        return None
+    return {
+        "video": torch.stack([clip for clip, _, _ in items]),
+        "label": torch.tensor([label for _, label, _ in items], dtype=torch.long),
+        "video_id": [vid for _, _, vid in items],
+        "num_skipped": len(batch) - len(items),
+    }

@@ -1,0 +1,391 @@
+"""Video decoding: probe a file, and read only the requested frames as uint8 RGB ``(T, H, W, 3)``.
+
+Backends:
+
+- ``"pyav"`` (default): PyAV, whose wheels bundle FFmpeg, so it works with no system FFmpeg. Frames are decoded
+  sequentially from the start up to the last requested index (no seeking: TSN sampling spans the whole clip, and
+  UCF101 clips are often a single GOP), and only the requested frames are colour-converted to RGB. Conversion uses
+  one swscale context per call with ``threads=1``: PyAV's default ``frame.to_ndarray(format="rgb24")`` builds a new
+  context with an automatic thread pool for every frame, which costs ~8x the conversion itself on 320x240 frames.
+- ``"torchcodec"``: TorchCodec, when installed *and* able to load FFmpeg shared libraries (4-8). Its wheels do not
+  bundle FFmpeg; where it cannot load, :class:`DecoderBackendError` says so in one line.
+
+Frame indices are positions in presentation order (the i-th frame the decoder outputs), so variable frame rate
+videos need no timestamp arithmetic. Rotation metadata (display matrix) is applied: a phone video recorded upright
+comes out upright, with height and width swapped for 90/270 degrees.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from dymsta.utils import get_logger
+
+__all__ = [
+    "BACKENDS",
+    "DecoderBackendError",
+    "VideoDecodeError",
+    "VideoInfo",
+    "probe_video",
+    "read_frames",
+    "torchcodec_available",
+]
+
+log = get_logger(__name__)
+
+BACKENDS = ("pyav", "torchcodec")
+# Containers whose stream frame count comes from a per-frame index (mp4/mov sample table, AVI idx1); it is still
+# checked against duration x fps, and packets are counted when the two disagree or the count is missing (mkv, webm).
+_INDEXED_FORMATS = ("mov", "mp4", "avi")
+# Interpolation for decode-time downscaling (only ever shrinks): AREA is an anti-aliased box filter; on a 1080p frame
+# converting to RGB at 455x256 with it costs about as much as the full-size conversion alone (docs/data.md).
+_DOWNSCALE_INTERPOLATION = "AREA"
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file cannot be probed or decoded. ``str(e)`` is one line: ``"<path>: <cause>"``.
+
+    Attributes:
+        path: the file, as given.
+        cause: what is wrong with it (one line).
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: str) -> None:
+        self.path = str(path)
+        self.cause = " ".join(str(cause).split())  # one line, whatever FFmpeg said
+        super().__init__(f"{self.path}: {self.cause}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader worker processes
+        return (type(self), (self.path, self.cause))
+
+
+class DecoderBackendError(RuntimeError):
+    """A decoding backend is unknown or cannot run on this machine (not the fault of any one file)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learns about a file.
+
+    Attributes:
+        path: the file, as given.
+        num_frames: frames in the video stream (presentation order).
+        fps: average frame rate (frames per second); for variable frame rate video, the container's average.
+        width: displayed width in pixels, after rotation.
+        height: displayed height in pixels, after rotation.
+        rotation: clockwise rotation in degrees (0, 90, 180 or 270) applied to the coded frames for display.
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    rotation: int
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, frame rate, displayed size and rotation of a video file.
+
+    The frame count comes from the container when it keeps a per-frame index (mp4/mov/avi) and agrees with
+    duration x fps; otherwise (mkv, webm, inconsistent headers) the stream's packets are counted. The first frame
+    is decoded, so a file that opens but holds no decodable frame is reported here, not in the middle of training.
+
+    Raises:
+        VideoDecodeError: missing, unreadable, empty, not a video, no video stream, or no decodable frame.
+    """
+    _check_file(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        trusted = _trusted_frame_count(container, stream)
+        first, packets = _first_frame_and_packets(container, stream, path, count=trusted is None)
+    num_frames = trusted if trusted is not None else packets
+    if num_frames <= 0:
+        raise VideoDecodeError(path, "video stream has no frames")
+    rotation = _clockwise_rotation(first)
+    width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+    fps = _frame_rate(container, stream, num_frames)
+    return VideoInfo(path=str(path), num_frames=num_frames, fps=fps, width=width, height=height, rotation=rotation)
+
+
+def read_frames(
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    *,
+    backend: str = "pyav",
+    short_side: int | None = None,
+) -> np.ndarray:
+    """Decode the frames at ``indices`` (presentation order) as RGB.
+
+    Args:
+        path: video file.
+        indices: frame positions, any order, duplicates allowed. Positions past the last decodable frame (a header
+            that over-counts) get the last decodable frame.
+        backend: ``"pyav"`` or ``"torchcodec"``.
+        short_side: if given and the frames' short side is larger, shrink them (aspect kept) so the short side is
+            ``short_side``, during colour conversion (pyav) -- cheaper than converting at full size and resizing
+            afterwards. Frames are never enlarged here.
+
+    Returns:
+        uint8 array (len(indices), H, W, 3), RGB, rotation applied, in the order of ``indices``.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened or decoded (one line, naming the file and the cause).
+        DecoderBackendError: unknown backend, or the backend cannot run here.
+        ValueError: a negative index.
+    """
+    idx = [int(i) for i in indices]
+    if any(i < 0 for i in idx):
+        raise ValueError(f"{path}: frame indices must be >= 0, got {min(idx)}")
+    if short_side is not None and short_side < 1:
+        raise ValueError(f"short_side must be >= 1, got {short_side}")
+    if backend == "pyav":
+        return _read_pyav(path, idx, short_side)
+    if backend == "torchcodec":
+        return _read_torchcodec(path, idx, short_side)
+    raise DecoderBackendError(f"unknown decoding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+
+
+def _check_file(path: str | os.PathLike) -> None:
+    """Clear errors for what FFmpeg would report vaguely: missing, directory, unreadable, empty."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise VideoDecodeError(path, "file not found") from None
+    except OSError as e:
+        raise VideoDecodeError(path, f"cannot access file ({e.strerror or e})") from None
+    if p.is_dir():
+        raise VideoDecodeError(path, "is a directory, not a video file")
+    if not os.access(p, os.R_OK):
+        raise VideoDecodeError(path, "unreadable (permission denied)")
+    if st.st_size == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except av.error.InvalidDataError:
+        raise VideoDecodeError(
+            path, "not a video file, or a corrupt/truncated container (FFmpeg: invalid data)"
+        ) from None
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoDecodeError(path, f"cannot open ({_ffmpeg_message(e)})") from None
+
+
+def _video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise VideoDecodeError(path, f"no video stream (streams: {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
+def _ffmpeg_message(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return " ".join(str(msg).split())
+
+
+def _trusted_frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
+    """The container's frame count if it is indexed per frame and consistent with duration x fps, else None."""
+    formats = set(container.format.name.split(","))
+    n = int(stream.frames or 0)
+    if n <= 0 or not formats & set(_INDEXED_FORMATS):
+        return None
+    rate = stream.average_rate or stream.guessed_rate
+    seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    if rate and seconds:
+        expected = float(rate) * seconds
+        if abs(expected - n) > max(2.0, 0.05 * n):
+            return None
+    return n
+
+
+def _first_frame_and_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | os.PathLike, *, count: bool
+) -> tuple[av.VideoFrame, int]:
+    """Decode the first frame; with ``count``, also count the stream's non-empty packets (= coded frames)."""
+    first, packets = None, 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packets += 1
+            if first is None:
+                frames = stream.decode(packet)
+                first = frames[0] if frames else None
+                if first is not None and not count:
+                    break
+        if first is None:
+            flushed = stream.decode(None)
+            first = flushed[0] if flushed else None
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(path, f"decoding failed near the start ({_ffmpeg_message(e)})") from None
+    if packets == 0:
+        raise VideoDecodeError(path, "video stream has no frames")
+    if first is None:
+        raise VideoDecodeError(path, "zero decodable frames")
+    return first, packets
+
+
+def _frame_rate(container: av.container.InputContainer, stream: av.video.stream.VideoStream, num_frames: int) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if rate:
+        return float(rate)
+    if container.duration:
+        return num_frames / (container.duration / av.time_base)
+    return 0.0
+
+
+def _clockwise_rotation(frame: av.VideoFrame) -> int:
+    """Clockwise display rotation; FFmpeg's ``frame.rotation`` is counter-clockwise (video_90.mov gives -90)."""
+    return int(round(-(frame.rotation or 0) / 90.0)) % 4 * 90
+
+
+def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int] | None:
+    """(width, height) with the short side shrunk to ``short_side``, or None if no shrinking is needed."""
+    if short_side is None or min(width, height) <= short_side:
+        return None
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class _RGBConverter:
+    """Colour-converts (and optionally shrinks) frames to RGB with one reused swscale context, applying rotation."""
+
+    def __init__(self, short_side: int | None) -> None:
+        self.short_side = short_side
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of ``frame`` as displayed."""
+        size = _scaled_size(frame.width, frame.height, self.short_side)
+        if size is None:
+            rgb = self.reformatter.reformat(frame, format="rgb24", threads=1)
+        else:
+            rgb = self.reformatter.reformat(
+                frame, format="rgb24", width=size[0], height=size[1], interpolation=_DOWNSCALE_INTERPOLATION, threads=1
+            )
+        array = rgb.to_ndarray()  # (H, W, 3)
+        k = _clockwise_rotation(frame) // 90
+        return np.rot90(array, k=-k) if k else array  # np.rot90 turns counter-clockwise for positive k
+
+
+def _read_pyav(path: str | os.PathLike, indices: list[int], short_side: int | None) -> np.ndarray:
+    _check_file(path)
+    slots: dict[int, list[int]] = {}  # frame index -> positions in the output
+    for pos, i in enumerate(indices):
+        slots.setdefault(i, []).append(pos)
+    last = max(indices, default=-1)
+    convert = _RGBConverter(short_side)
+    out: np.ndarray | None = None
+    current, frame = -1, None
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        if not indices:
+            return _empty_like_stream(stream, short_side)
+        try:
+            for frame in container.decode(stream):
+                current += 1
+                if current in slots:
+                    out = _store(out, convert(frame), slots.pop(current), len(indices))
+                if current >= last:
+                    break
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(path, f"decoding failed after frame {current} ({_ffmpeg_message(e)})") from None
+    if frame is None:
+        raise VideoDecodeError(path, "zero decodable frames")
+    if slots:  # the header promised more frames than the stream holds: repeat the last one
+        log.debug("%s: frames %s requested, stream ends at %d", path, sorted(slots), current)
+        out = _store(out, convert(frame), [p for ps in slots.values() for p in ps], len(indices))
+    return out
+
+
+def _store(out: np.ndarray | None, image: np.ndarray, positions: list[int], n: int) -> np.ndarray:
+    if out is None:
+        out = np.empty((n, *image.shape), dtype=np.uint8)  # (T, H, W, 3)
+    out[positions] = image
+    return out
+
+
+def _empty_like_stream(stream: av.video.stream.VideoStream, short_side: int | None) -> np.ndarray:
+    w, h = stream.codec_context.width, stream.codec_context.height
+    w, h = _scaled_size(w, h, short_side) or (w, h)
+    return np.empty((0, h, w, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------- TorchCodec
+
+_TORCHCODEC_STATUS: tuple[bool, str] | None = None
+_TORCHCODEC_NO_FFMPEG = (
+    "TorchCodec cannot load FFmpeg shared libraries: it needs a system FFmpeg 4-8 (PyAV bundles its own, TorchCodec "
+    "does not); install FFmpeg (apt/conda) or use backend='pyav'"
+)
+
+
+def torchcodec_available() -> tuple[bool, str]:
+    """Whether TorchCodec can decode here, and why not (one line) when it cannot. Checked once per process."""
+    global _TORCHCODEC_STATUS
+    if _TORCHCODEC_STATUS is None:
+        try:
+            import torchcodec  # binds its FFmpeg ops at import; ffmpeg_major_version is None when that failed
+
+            loaded = getattr(torchcodec, "ffmpeg_major_version", 0) is not None
+            _TORCHCODEC_STATUS = (True, "") if loaded else (False, _TORCHCODEC_NO_FFMPEG)
+        except ImportError:
+            _TORCHCODEC_STATUS = (False, "TorchCodec is not installed (pip install torchcodec)")
+        except Exception:  # noqa: BLE001  (RuntimeError/OSError from dlopen in older versions)
+            _TORCHCODEC_STATUS = (False, _TORCHCODEC_NO_FFMPEG)
+    return _TORCHCODEC_STATUS
+
+
+def _read_torchcodec(path: str | os.PathLike, indices: list[int], short_side: int | None) -> np.ndarray:
+    ok, why = torchcodec_available()
+    if not ok:
+        raise DecoderBackendError(why)
+    from torchcodec.decoders import VideoDecoder
+
+    _check_file(path)
+    try:
+        decoder = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="exact")
+        num_frames = decoder.metadata.num_frames or 0
+        if num_frames <= 0:
+            raise VideoDecodeError(path, "zero decodable frames")
+        clamped = [min(i, num_frames - 1) for i in indices]
+        frames = decoder.get_frames_at(clamped).data.numpy()  # (T, H, W, 3) uint8, rotation applied
+    except VideoDecodeError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as e:
+        if "libtorchcodec" in str(e):
+            raise DecoderBackendError(_TORCHCODEC_NO_FFMPEG) from None
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        cause = re.sub(r"^.*\.cpp:\d+,\s*", "", lines[-1]) if lines else type(e).__name__  # drop "func, file.cpp:N, "
+        raise VideoDecodeError(path, f"TorchCodec: {cause}") from None
+    if short_side is not None and frames.shape[0] and min(frames.shape[1:3]) > short_side:
+        frames = _shrink_numpy(frames, short_side)
+    return np.ascontiguousarray(frames)
+
+
+def _shrink_numpy(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """Anti-aliased bilinear shrink of uint8 (T, H, W, 3) so the short side is ``short_side``."""
+    import torch
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    h, w = frames.shape[1:3]
+    w2, h2 = _scaled_size(w, h, short_side)
+    x = rearrange(torch.from_numpy(frames), "t h w c -> t c h w")  # channels-last view, no copy
+    y = F.interpolate(x, size=(h2, w2), mode="bilinear", antialias=True, align_corners=False)
+    return rearrange(y, "t c h w -> t h w c").numpy()
