@@ -390,8 +390,8 @@ def parse_hmdb51_splits(annotations: str | os.PathLike, split: int = 1) -> tuple
     """Parse the official ``<class>_test_split<N>.txt`` files of one split.
 
     Returns:
-        ``(class_names, train, test)``: class names sorted, and lists of ``(class name, file name)``
-        (ids 1 and 2; id 0 = unused).
+        ``(class_names, train, test)``: class names in the order of ``class_list.txt`` if the folder has one,
+        else sorted; and lists of ``(class name, file name)`` (ids 1 and 2; id 0 = unused).
     """
     folder = Path(annotations)
     if split not in (1, 2, 3):
@@ -400,9 +400,11 @@ def parse_hmdb51_splits(annotations: str | os.PathLike, split: int = 1) -> tuple
     files = sorted(p for p in folder.glob(f"*{suffix}") if p.is_file())
     if not files:
         raise DatasetError(f"{folder}: no HMDB51 split files '*{suffix}' (set data.annotations)")
-    class_names = [p.name[: -len(suffix)] for p in files]
+    by_class = {p.name[: -len(suffix)]: p for p in files}
+    class_names = _hmdb51_class_order(folder, sorted(by_class))
     train, test = [], []
-    for cls, path in zip(class_names, files, strict=True):
+    for cls in class_names:
+        path = by_class[cls]
         for n, line in _lines(path):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
@@ -412,6 +414,17 @@ def parse_hmdb51_splits(annotations: str | os.PathLike, split: int = 1) -> tuple
             elif parts[1] == "2":
                 test.append((cls, parts[0]))
     return class_names, train, test
+
+
+def _hmdb51_class_order(folder: Path, found: list[str]) -> list[str]:
+    """The order of ``class_list.txt`` when the split folder has one (and it names the same classes), else sorted."""
+    listed = folder / "class_list.txt"
+    if not listed.is_file():
+        return found
+    names = [line for _, line in _lines(listed)]
+    if sorted(names) != found:
+        raise DatasetError(f"{listed}: names other classes than the *_test_split files ({len(names)} vs {len(found)})")
+    return names
 
 
 def hmdb51_group(file_name: str, class_name: str) -> str:
