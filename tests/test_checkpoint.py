@@ -35,12 +35,12 @@ def test_restore_continues_exactly(tmp_path: Path, opt_name: str) -> None:
     opt = make(net)
     _steps(net, opt, 3)
     save_training_state(tmp_path / "state.safetensors", model=net, optimizer=opt, info={"epoch": 2, "best": 0.5})
-    random.random(), np.random.rand(), torch.rand(1)  # move every RNG on
     _steps(net, opt, 2)  # the uninterrupted continuation
     expected = {k: v.clone() for k, v in net.state_dict().items()}
 
     net2 = _net()
     opt2 = make(net2)
+    random.random(), np.random.rand(), torch.rand(1)  # move every RNG on: the restore must bring them back
     info = load_training_state(tmp_path / "state.safetensors", model=net2, optimizer=opt2)
     assert info == {"epoch": 2, "best": 0.5}
     _steps(net2, opt2, 2)  # RNG restored too: same random batches
