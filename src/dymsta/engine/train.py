@@ -308,7 +308,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
                                "num_test": len(p.splits.test), "num_unreadable": len(p.splits.skipped),
                                "unreadable": p.splits.skipped[:50], "feature_cache": p.use_cache}
     best_file = ckpt_dir / "best.safetensors"
-    if p.splits.test and best_file.exists():
+    if p.splits.test and best_file.exists() and not stopped:
         best_model, _ = load_model(best_file, map_location=device)
         model.load_state_dict(best_model.state_dict())
         report = evaluate_records(p, p.splits.test, views=cfg.data.test_clips, crops=cfg.data.test_crops)
