@@ -1,0 +1,108 @@
+"""Baselines on the same interface as DyMSTA-Net: TSN frame averaging, a linear probe, R(2+1)D-18 and R3D-18."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from dymsta.models.backbone import BackboneWeightsError, load_weights_file
+from dymsta.models.base import FrameModel, feature_input
+from dymsta.models.config import ModelConfig
+
+__all__ = ["TSN", "LinearProbe", "VideoResNet", "KINETICS_MEAN", "KINETICS_STD"]
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video models were trained with these
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+class TSN(FrameModel):
+    """Temporal Segment Network consensus: a classifier on every frame, logits averaged over frames.
+
+    Shapes: features ``(B, Cb, T, h, w)`` -> spatial mean -> dropout -> Linear per frame ``(B, T, N)`` ->
+    mean over T -> ``(B, N)``.
+    """
+
+    def __init__(self, *, cfg: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(cfg=cfg, backbone=backbone)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(backbone.out_channels, cfg.num_classes)
+
+    def forward_head(self, feats: torch.Tensor, return_maps: bool = False):  # noqa: ANN201
+        """``(B, Cb, T, h, w) -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""
+        x = feature_input(feats, self.classifier.weight).mean(dim=(3, 4))  # (B, Cb, T)
+        frame_logits = self.classifier(self.dropout(rearrange(x, "b c t -> b t c")))  # (B, T, N)
+        logits = frame_logits.mean(dim=1)
+        return (logits, {}) if return_maps else logits
+
+
+class LinearProbe(FrameModel):
+    """A linear classifier on time- and space-averaged frozen features: ``(B, Cb, T, h, w) -> (B, N)``."""
+
+    def __init__(self, *, cfg: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(cfg=cfg, backbone=backbone)
+        self.classifier = nn.Linear(backbone.out_channels, cfg.num_classes)
+
+    def forward_head(self, feats: torch.Tensor, return_maps: bool = False):  # noqa: ANN201
+        """``(B, Cb, T, h, w) -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""
+        logits = self.classifier(feature_input(feats, self.classifier.weight).mean(dim=(2, 3, 4)))  # (B, Cb) -> (B, N)
+        return (logits, {}) if return_maps else logits
+
+
+class VideoResNet(nn.Module):
+    """torchvision's R(2+1)D-18 / R3D-18 on raw clips: ``(B, 3, T, H, W) -> (B, N)`` (native 16x112x112).
+
+    ``cfg.pretrained`` loads the Kinetics-400 weights (a download: offline it raises :class:`BackboneWeightsError`;
+    use ``pretrained=false`` for random init, or ``backbone_weights=PATH`` for a local copy of the weights).
+    """
+
+    uses_frame_backbone = False
+    backbone = None
+    mean = KINETICS_MEAN
+    std = KINETICS_STD
+    input_size = 112
+
+    def __init__(self, *, cfg: ModelConfig) -> None:
+        super().__init__()
+        from torchvision.models import video
+
+        self.cfg = cfg
+        builder = getattr(video, cfg.arch)
+        self.net = builder(weights=None)
+        if cfg.pretrained:
+            self._load_pretrained(video)
+        self.net.fc = nn.Linear(self.net.fc.in_features, cfg.num_classes)
+
+    def _load_pretrained(self, video: object) -> None:
+        cfg = self.cfg
+        if cfg.backbone_weights:
+            sd = {k.removeprefix("net."): v for k, v in load_weights_file(cfg.backbone_weights).items()}
+            sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+            missing, unexpected = self.net.load_state_dict(sd, strict=False)
+            if unexpected or [k for k in missing if not k.startswith("fc.")]:
+                raise BackboneWeightsError(f"backbone weights {cfg.backbone_weights} do not fit {cfg.arch}")
+            return
+        weights = {"r2plus1d_18": video.R2Plus1D_18_Weights, "r3d_18": video.R3D_18_Weights}[cfg.arch].KINETICS400_V1
+        try:
+            self.net.load_state_dict(weights.get_state_dict(progress=False))
+        except Exception as e:  # noqa: BLE001 - network errors come in many types
+            reason = f"{type(e).__name__}: {e}".split("\n")[0][:200]
+            raise BackboneWeightsError(
+                f"Kinetics-400 weights {weights} for {cfg.arch} could not be fetched ({reason}); pass "
+                "model.backbone_weights=PATH (a safetensors or torch weights_only file), or set model.pretrained=false "
+                "for random init"
+            ) from None
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` normalised with Kinetics mean/std -> ``(B, N)`` logits."""
+        return self.net(video)
+
+    def forward_head(self, feats: torch.Tensor, return_maps: bool = False):  # noqa: ANN201
+        raise NotImplementedError(f"{self.cfg.arch} has no frame backbone: call the model on the video instead")
+
+    def set_epoch(self, epoch: int) -> None:
+        """No schedule: no-op."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """All parameters (trained end to end)."""
+        return [p for p in self.parameters() if p.requires_grad]

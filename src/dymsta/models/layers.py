@@ -1,0 +1,86 @@
+"""Channels-last building blocks of the DyMSTA head.
+
+The head's modules take and return the model layout ``(B, C, T, H, W)``, but compute on channels-last *tokens*
+``(B, T, H, W, C)``: every convolution with a ``(k, 1, 1)`` kernel is then one matmul over contiguous memory
+(bf16/AMX friendly on CPU, cuBLAS on GPU) and batch norm is a plain ``(N, C)`` normalisation. A
+``(B, C, T, H, W)`` tensor in channels_last_3d memory format *is* a token tensor, so :func:`to_tokens` and
+:func:`from_tokens` cost nothing between modules; only the head's input may need one copy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+__all__ = ["TemporalConv", "TokenBatchNorm", "to_tokens", "from_tokens", "temporal_columns"]
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W) -> (B, T, H, W, C)`` contiguous (free for a channels_last_3d input)."""
+    return rearrange(x, "b c t h w -> b t h w c").contiguous()
+
+
+def from_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """``(B, T, H, W, C) -> (B, C, T, H, W)``, a channels_last_3d view (no copy)."""
+    return rearrange(tokens, "b t h w c -> b c t h w")
+
+
+def temporal_columns(tokens: torch.Tensor, kernel: int, padding: int = 0) -> torch.Tensor:
+    """im2col over time: ``(B, T, H, W, C) -> (B, T', H, W, kernel*C)``, T' = T + 2*padding - kernel + 1.
+
+    Column block i holds frame ``t + i - padding`` (zeros outside the clip): offset-major, channel-minor.
+    """
+    if kernel == 1 and padding == 0:
+        return tokens
+    if padding:
+        tokens = F.pad(tokens, (0, 0, 0, 0, 0, 0, padding, padding))  # pad T only
+    t_out = tokens.shape[1] - kernel + 1
+    return torch.cat([tokens[:, i : i + t_out] for i in range(kernel)], dim=-1)
+
+
+class TemporalConv(nn.Module):
+    """A ``(k, 1, 1)`` 3D convolution on tokens (``nn.Conv3d`` parameters, channels-last compute).
+
+    k = 1 is one matmul; k > 1 runs as a 2D convolution over (T, H*W) on a channels-last view of the tokens
+    (no copy in or out; oneDNN's channels-last kernels, no explicit im2col).
+    Shapes: ``(B, T, H, W, Cin) -> (B, T', H, W, Cout)``, T' = T + 2*padding - k + 1. Equal to
+    ``F.conv3d(x, self.weight, self.bias, padding=(padding, 0, 0))`` on the ``(B, C, T, H, W)`` layout.
+
+    Args:
+        in_channels: Cin.
+        out_channels: Cout.
+        kernel: temporal kernel size k (1 = pointwise).
+        padding: zero frames added at each end of the clip.
+        bias: learn a bias.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int = 1, *, padding: int = 0, bias: bool = False
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel, self.padding = in_channels, out_channels, kernel, padding
+        conv = nn.Conv3d(in_channels, out_channels, (kernel, 1, 1), bias=bias)  # for its default init
+        self.weight = conv.weight  # (Cout, Cin, k, 1, 1)
+        self.bias = conv.bias
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W, Cin) -> (B, T', H, W, Cout)``."""
+        if self.kernel == 1 and self.padding == 0:
+            return F.linear(tokens, self.weight.flatten(1), self.bias)
+        b, t, h, w, c = tokens.shape
+        x2d = rearrange(tokens.reshape(b, t, h * w, c), "b t p c -> b c t p")  # channels-last (B, C, T, HW) view
+        y = F.conv2d(x2d, self.weight.flatten(3), self.bias, padding=(self.padding, 0))  # (B, Cout, T', HW)
+        return rearrange(y, "b o t (h w) -> b t h w o", h=h).contiguous()  # free when y is channels-last
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel=({self.kernel}, 1, 1), padding={self.padding}"
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """Batch norm over the last (channel) axis of tokens ``(..., C)``: the statistics of ``nn.BatchNorm3d``."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(..., C) -> (..., C)``."""
+        return super().forward(tokens.reshape(-1, tokens.shape[-1])).view(tokens.shape)
