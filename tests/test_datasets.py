@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -410,20 +411,36 @@ def test_augment_views_are_seeded_and_view0_is_eval(clip_records):
     assert not torch.equal(_dataset(records, mode="augment", views=3, size=32, seed=1)[1][0], v1)
 
 
-def test_undecodable_file_is_skipped_counted_and_logged_once(clip_records, tmp_path, caplog):
-    records, _ = clip_records
+def _broken_record(tmp_path: Path) -> VideoRecord:
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
-    bad = VideoRecord(path=str(broken), label=1, video_id="broken.mp4", group="gx", num_frames=10, fps=25.0)
-    ds = _dataset([records[0], bad], views=2)
+    return VideoRecord(path=str(broken), label=1, video_id="broken.mp4", group="gx", num_frames=10, fps=25.0)
+
+
+def test_undecodable_file_is_skipped_counted_and_logged_once(clip_records, tmp_path, caplog):
+    records, _ = clip_records
+    ds = _dataset([records[0], _broken_record(tmp_path)], views=2)
     with caplog.at_level(logging.WARNING, logger="dymsta.data.datasets"):
         items = [ds[i] for i in range(4)]
+        copy = pickle.loads(pickle.dumps(ds))  # what a spawned worker gets
+        assert copy[3] is None
     assert items[2] is None and items[3] is None and ds.num_skipped == 1
     assert sum("broken.mp4" in r.getMessage() for r in caplog.records) == 1
+    assert list(ds.bad_files) == [str(tmp_path / "broken.mp4")]
     batch = collate_clips(items)
     assert batch["video"].shape == (2, 3, 8, 48, 48) and batch["num_skipped"] == 2
     assert batch["label"].dtype == torch.long and batch["video_id"] == ["c0.mkv", "c0.mkv"]
     assert collate_clips([None, None]) is None
+
+
+def test_bad_file_found_by_workers_is_known_to_the_main_process(clip_records, tmp_path):
+    records, _ = clip_records
+    ds = _dataset([records[0], _broken_record(tmp_path), records[1]], mode="train", size=32)
+    loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_clips)
+    for _ in range(2):  # two epochs: workers are forked afresh each time
+        batches = [b for b in loader if b is not None]
+        assert sum(b["num_skipped"] for b in batches) == 1 and sum(len(b["video_id"]) for b in batches) == 2
+    assert ds.num_skipped == 1
 
 
 @pytest.mark.parametrize(

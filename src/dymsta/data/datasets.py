@@ -11,13 +11,21 @@ float32 (3, T, size, size), normalised with the backbone's mean/std. Modes:
 - ``"augment"``: view 0 is the eval centre view; view ``v > 0`` is a random augmentation (segment jitter, resized
   crop, flip) seeded by ``(seed, video_id, v)``: the same on every run and machine (for the feature cache).
 
-A file that fails to decode is logged once (per process), remembered, and its items return None;
-:func:`collate_clips` drops them and counts them in ``num_skipped``, so a long run goes on and reports the count.
+A file that fails to decode is logged once, remembered, and its items return None; :func:`collate_clips` drops
+them and counts them in ``num_skipped``, so a long run goes on and reports the count. "Once" holds across the
+DataLoader worker processes and the epochs (workers are forked afresh each epoch): the first process to fail on a
+file creates its marker in a folder private to the dataset (``O_EXCL``), and only that process logs it.
 Frames larger than ``resize`` on the short side are shrunk during colour conversion (decode-time resize).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,7 +98,7 @@ class VideoClipDataset(Dataset):
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
         self.crop_scale = crop_scale
-        self.bad_files: dict[str, str] = {}  # path -> cause, in this process
+        self._bad = _BadFiles()
 
     def __len__(self) -> int:
         return len(self.records) * self.views
@@ -102,20 +110,25 @@ class VideoClipDataset(Dataset):
         return divmod(i, self.views)
 
     @property
+    def bad_files(self) -> dict[str, str]:
+        """Undecodable files found so far by this dataset in any of its processes: path -> cause."""
+        return self._bad.all()
+
+    @property
     def num_skipped(self) -> int:
-        """Files found undecodable in this process."""
+        """How many files were found undecodable (so far, in any process)."""
         return len(self.bad_files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str] | None:
         r, view = self.view_of(i)
         record = self.records[r]
-        if record.path in self.bad_files:
+        if self._bad.get(record.path) is not None:
             return None
         try:
             clip = self._clip(record, view)
         except VideoDecodeError as e:
-            self.bad_files[record.path] = e.cause
-            log.warning("skipping undecodable video %s", e)
+            if self._bad.add(record.path, e.cause):
+                log.warning("skipping undecodable video %s", e)
             return None
         return clip, record.label, record.video_id
 
@@ -158,6 +171,72 @@ class VideoClipDataset(Dataset):
         crop = view % self.crops if self.mode == "eval" else 0
         box = eval_source_box(height, width, size=self.size, resize=self.resize, index=crop, crops=self.crops)
         return box, False
+
+
+class _BadFiles:
+    """Undecodable files, shared by the processes of one dataset through marker files in a private temp folder.
+
+    The folder's path travels with the dataset into DataLoader workers (fork or spawn); only the creating process
+    removes it, when the dataset is garbage-collected or at exit.
+    """
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="dymsta-bad-videos-")
+        self.local: dict[str, str] = {}
+        weakref.finalize(self, _remove_if_owner, self.dir, os.getpid())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"dir": self.dir, "local": dict(self.local)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.dir, self.local = state["dir"], state["local"]
+
+    def _marker(self, path: str) -> str:
+        return os.path.join(self.dir, hashlib.sha1(path.encode("utf-8")).hexdigest())
+
+    def add(self, path: str, cause: str) -> bool:
+        """Record a bad file; True for the first process (of all) to record it."""
+        self.local[path] = cause
+        try:
+            fd = os.open(self._marker(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError:  # the folder vanished (tmp cleaner): fall back to this process's memory
+            return True
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps([path, cause]))
+        return True
+
+    def get(self, path: str) -> str | None:
+        """The cause, if any process found ``path`` undecodable."""
+        if path in self.local:
+            return self.local[path]
+        try:
+            with open(self._marker(path), encoding="utf-8") as f:
+                self.local[path] = cause = json.loads(f.read())[1]
+        except (OSError, ValueError, IndexError):
+            return None
+        return cause
+
+    def all(self) -> dict[str, str]:
+        found = dict(self.local)
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return found
+        for name in names:
+            try:
+                with open(os.path.join(self.dir, name), encoding="utf-8") as f:
+                    path, cause = json.loads(f.read())
+            except (OSError, ValueError):
+                continue  # being written right now
+            found[path] = cause
+        return found
+
+
+def _remove_if_owner(folder: str, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_settings(*, num_frames: int, size: int, mode: str, views: int, crops: int, backend: str) -> None:

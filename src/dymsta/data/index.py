@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = ["INDEX_VERSION", "VideoRecord", "default_workers", "scan_videos"]
 log = get_logger(__name__)
 
 INDEX_VERSION = 1
+_INFO_FIELDS = {f.name for f in fields(VideoInfo)} - {"path"}
 
 
 @dataclass(frozen=True)
@@ -81,37 +82,48 @@ def scan_videos(
     known = _load_cache(cache) if cache is not None else {}
     entries: dict[str, dict[str, Any]] = {}
     to_probe: list[tuple[str, int, int]] = []
-    skipped: list[tuple[str, str]] = []
+    missing: list[tuple[str, str]] = []
     for path in files:
         try:
             st = os.stat(path)
         except OSError:
-            skipped.append((path, "file not found"))
+            missing.append((path, "file not found"))
             continue
         old = known.get(path)
-        if old is not None and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+        if _usable(old, st):
             entries[path] = old
         else:
             to_probe.append((path, st.st_size, st.st_mtime_ns))
     entries.update(_probe_all(to_probe, workers or default_workers()))
     infos: dict[str, VideoInfo] = {}
+    broken: list[tuple[str, str]] = []
     for path, entry in entries.items():
         if "info" in entry:
             infos[path] = VideoInfo(path=path, **entry["info"])
         else:
-            skipped.append((path, entry.get("error", "unknown error")))
+            broken.append((path, str(entry.get("error", "unknown error"))))
     if cache is not None and to_probe:
         known.update(entries)
         atomic_write_json(cache, {"version": INDEX_VERSION, "files": known})
-    skipped.sort()
     log.info(
-        "indexed %d videos (%d from cache, %d probed), %d unreadable",
+        "indexed %d videos: %d from the cache, %d probed; %d missing, %d unreadable",
         len(files),
-        len(files) - len(to_probe) - sum(1 for p, r in skipped if r == "file not found"),
+        len(entries) - len(to_probe),
         len(to_probe),
-        len(skipped),
+        len(missing),
+        len(broken),
     )
-    return infos, skipped
+    return infos, sorted(missing + broken)
+
+
+def _usable(entry: dict[str, Any] | None, st: os.stat_result) -> bool:
+    """A cache entry for an unchanged file, holding a well-formed info or error."""
+    if not isinstance(entry, dict) or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+        return False
+    if "info" in entry:
+        info = entry["info"]
+        return isinstance(info, dict) and set(info) == _INFO_FIELDS
+    return isinstance(entry.get("error"), str)
 
 
 def _probe_all(items: list[tuple[str, int, int]], workers: int) -> dict[str, dict[str, Any]]:

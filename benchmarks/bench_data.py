@@ -1,0 +1,359 @@
+"""Data loading throughput on ucf101-mini: the clip loader against a naive baseline and the decode-only bound.
+
+All in one process run, 16 frames per clip, 224 x 224, on the same clips:
+
+- ``dataset_eval`` / ``dataset_train``: one item of :class:`dymsta.data.VideoClipDataset` (the loader's per-clip
+  work; eval mode does the same work as the naive baseline), and ``loader_*``: whole DataLoader passes (batch 8)
+  in eval mode with 0 workers and train mode with 0, 1 and 2 workers.
+- ``naive``: decode every frame with PyAV's default ``frame.to_ndarray(format="rgb24")``, then take the 16
+  segment-centre frames, resize (short side 256), centre-crop 224, normalise. What a first implementation does.
+- ``naive_reused_converter``: the same, converting every frame with one reused single-threaded swscale context:
+  separates "convert only the kept frames" from "do not rebuild the converter for every frame".
+- ``decode_only``: PyAV decode of every frame without colour conversion (the bound on a sequential decoder).
+- decode-time resize on the 1080p H.264-in-AVI clip (``clips/edge``): swscale shrink during conversion against a
+  full-size conversion followed by torch's resize.
+- TorchCodec vs PyAV for the 16 frames: in this process when TorchCodec loads; otherwise in a subprocess whose
+  ``LD_LIBRARY_PATH`` points at symlinks to PyAV's bundled FFmpeg libraries (a workaround, reported as such).
+
+Torch runs single-threaded in this process by default (``--threads``), as DataLoader workers do. After a warm-up,
+the single-process methods run interleaved clip by clip (a busy neighbour on a shared CPU slows them alike), the
+DataLoader passes round-robin; the median of the repeats is reported, ratios computed within this run. JSON goes to ``benchmarks/results/bench_data.json``.
+
+    python benchmarks/bench_data.py [--quick] [--root ../shared/data] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from av.video.reformatter import VideoReformatter
+from torch.utils.data import DataLoader
+
+from dymsta.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VideoClipDataset,
+    collate_clips,
+    load_splits,
+    read_frames,
+    segment_indices,
+    torchcodec_available,
+)
+from dymsta.data.transforms import center_crop, clip_to_tensor, resize_short_side
+from dymsta.utils import atomic_write_json
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+FRAMES, SIZE, RESIZE, BATCH = 16, 224, 256, 8
+
+
+def default_root() -> Path:
+    env = os.environ.get("DYMSTA_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "device": "cpu",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "av": av.__version__,
+        "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ methods
+
+
+def naive_clip(path: str, num_frames: int, *, reuse_converter: bool = False) -> torch.Tensor:
+    """Decode and convert every frame, then sample and transform: (3, T, 224, 224)."""
+    with av.open(path) as container:
+        if reuse_converter:
+            conv = VideoReformatter()
+            frames = [conv.reformat(f, format="rgb24", threads=1).to_ndarray() for f in container.decode(video=0)]
+        else:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    video = np.stack(frames)  # (N, H, W, 3)
+    picked = video[segment_indices(len(video), FRAMES, mode="eval")]
+    x = center_crop(resize_short_side(torch.from_numpy(picked), RESIZE), SIZE)
+    return clip_to_tensor(x, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def decode_only(path: str) -> int:
+    with av.open(path) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def loader_pass(dataset: VideoClipDataset, workers: int) -> int:
+    loader = DataLoader(
+        dataset,
+        batch_size=BATCH,
+        num_workers=workers,
+        collate_fn=collate_clips,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return sum(b["video"].shape[0] for b in loader if b is not None)
+
+
+def timed(fn: Callable[[], int]) -> float:
+    start = time.perf_counter()
+    n = fn()
+    return n / (time.perf_counter() - start)
+
+
+def measure(methods: dict[str, Callable[[], int]], repeats: int) -> dict[str, dict]:
+    """clips/s per method, each a full pass: ``repeats`` interleaved rounds, median and all values."""
+    rates: dict[str, list[float]] = {name: [] for name in methods}
+    for r in range(repeats):
+        for name, fn in methods.items():
+            rates[name].append(timed(fn))
+            print(f"  round {r + 1}/{repeats} {name:28s} {rates[name][-1]:7.1f} clips/s", flush=True)
+    return summarise(rates)
+
+
+def measure_per_clip(methods: dict[str, Callable[[int], object]], n: int, repeats: int) -> dict[str, dict]:
+    """clips/s per single-process method, interleaved clip by clip (method order rotating), so that a busy
+    neighbour on a shared CPU slows every method alike; per round the rate is n / (summed time)."""
+    names = list(methods)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        spent = dict.fromkeys(names, 0.0)
+        for i in range(n):
+            for k in range(len(names)):
+                name = names[(i + k) % len(names)]
+                start = time.perf_counter()
+                methods[name](i)
+                spent[name] += time.perf_counter() - start
+        for name in names:
+            rates[name].append(n / spent[name])
+        print(f"  round {r + 1}/{repeats} " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
+    return summarise(rates)
+
+
+def summarise(rates: dict[str, list[float]]) -> dict[str, dict]:
+    return {
+        name: {"clips_per_s": round(statistics.median(v), 2), "runs": [round(x, 2) for x in v]}
+        for name, v in rates.items()
+    }
+
+
+def throughput(records: list, repeats: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(single-process per-clip rates, DataLoader pass rates)."""
+    paths = [r.path for r in records]
+    kw = {"num_frames": FRAMES, "size": SIZE, "resize": RESIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    eval_ds = VideoClipDataset(records, mode="eval", **kw)
+    train_ds = VideoClipDataset(records, mode="train", **kw)
+    warm = min(8, len(records))  # warm-up: page cache, imports, allocator
+    loader_pass(VideoClipDataset(records[:warm], mode="eval", **kw), 0)
+    for p in paths[:warm]:
+        naive_clip(p, FRAMES)
+        decode_only(p)
+    print("single process, interleaved clip by clip:", flush=True)
+    single = measure_per_clip(
+        {
+            "dataset_eval": lambda i: eval_ds[i],
+            "dataset_train": lambda i: train_ds[i],
+            "naive": lambda i: naive_clip(paths[i], FRAMES),
+            "naive_reused_converter": lambda i: naive_clip(paths[i], FRAMES, reuse_converter=True),
+            "decode_only": lambda i: decode_only(paths[i]),
+        },
+        len(paths),
+        repeats,
+    )
+    print("DataLoader passes (batch 8):", flush=True)
+    loaders = measure(
+        {
+            "loader_eval_w0": lambda: loader_pass(eval_ds, 0),
+            "loader_train_w0": lambda: loader_pass(train_ds, 0),
+            "loader_train_w1": lambda: loader_pass(train_ds, 1),
+            "loader_train_w2": lambda: loader_pass(train_ds, 2),
+        },
+        repeats,
+    )
+    return single, loaders
+
+
+def decode_time_resize(clip: Path, repeats: int) -> dict:
+    """ms per 16-frame read of a 1080p clip: shrink in swscale vs full-size conversion + torch resize."""
+    n = decode_only(str(clip))
+    idx = segment_indices(n, FRAMES, mode="eval")
+    ways = {
+        "swscale_shrink_to_256": lambda: read_frames(clip, idx, short_side=RESIZE),
+        "full_size_then_torch_resize": lambda: resize_short_side(torch.from_numpy(read_frames(clip, idx)), RESIZE),
+    }
+    out = {}
+    for name, fn in ways.items():
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        out[name] = {"ms_per_clip": round(statistics.median(times), 1)}
+    out["speedup"] = round(
+        out["full_size_then_torch_resize"]["ms_per_clip"] / out["swscale_shrink_to_256"]["ms_per_clip"], 2
+    )
+    out["clip"] = clip.name
+    return out
+
+
+# --------------------------------------------------------------------------------------------- TorchCodec
+
+
+def backend_rates(paths: list[str], repeats: int) -> dict:
+    """clips/s of read_frames for 16 segment-centre frames, PyAV vs TorchCodec, interleaved in this process."""
+    counts = {p: decode_only(p) for p in paths}
+
+    def run(backend: str) -> Callable[[], int]:
+        return lambda: sum(
+            read_frames(p, segment_indices(counts[p], FRAMES, mode="eval"), backend=backend, short_side=RESIZE).shape[0]
+            > 0
+            for p in paths
+        )
+
+    res = measure({"read_frames_pyav": run("pyav"), "read_frames_torchcodec": run("torchcodec")}, repeats)
+    res["torchcodec_over_pyav"] = round(
+        res["read_frames_torchcodec"]["clips_per_s"] / res["read_frames_pyav"]["clips_per_s"], 2
+    )
+    return res
+
+
+def ffmpeg_shim() -> tuple[Path, Path]:
+    """A temp folder of symlinks ``libavcodec.so.62`` -> PyAV's bundled ``libavcodec-<hash>.so.62.x``, and av.libs."""
+    libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+    shim = Path(tempfile.mkdtemp(prefix="ffmpeg-shim-"))
+    for lib in libs.glob("lib*.so*"):
+        m = re.match(r"(lib(?:av\w+|sw\w+|postproc))-[0-9a-f]{8}\.so\.(\d+)", lib.name)
+        if m:
+            (shim / f"{m.group(1)}.so.{m.group(2)}").symlink_to(lib)
+    return shim, libs
+
+
+def torchcodec_section(paths: list[str], repeats: int) -> dict:
+    ok, why = torchcodec_available()
+    if ok:
+        return {"status": "available", **backend_rates(paths, repeats)}
+    section: dict = {"status": "unavailable", "reason": why}
+    shim, libs = ffmpeg_shim()
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{shim}:{libs}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    cmd = [sys.executable, __file__, "--torchcodec-child", json.dumps({"paths": paths, "repeats": repeats})]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == 0 and lines:
+        section["via_pyav_ffmpeg_shim"] = json.loads(lines[-1])
+        section["shim_note"] = (
+            "TorchCodec loaded PyAV's bundled FFmpeg through LD_LIBRARY_PATH symlinks "
+            f"({shim}); not a supported setup, measured to compare the decoders"
+        )
+    else:
+        section["shim_error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return section
+
+
+# ----------------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=default_root(), help="the shared data folder (holds ucf101-mini/)")
+    ap.add_argument("--quick", action="store_true", help="40 clips, 2 repeats")
+    ap.add_argument("--clips", type=int, default=0, help="clips to use (0 = all 410; --quick: 40)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads of this process (DataLoader workers always use 1); default 1, "
+        "as on a small shared CPU extra threads wait on each other for these small tensors",
+    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "bench_data.json")
+    ap.add_argument("--torchcodec-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.torchcodec_child:
+        spec = json.loads(args.torchcodec_child)
+        print(json.dumps(backend_rates(spec["paths"], spec["repeats"])))
+        return
+    torch.set_num_threads(args.threads)
+    mini = args.root / "ucf101-mini"
+    if not mini.is_dir():
+        sys.exit(f"{mini}: ucf101-mini not found (give --root or set DYMSTA_SHARED_DATA)")
+    repeats = 2 if args.quick else args.repeats
+    n_clips = args.clips or (40 if args.quick else 0)
+    splits = load_splits("ucf101", mini, val_fraction=0.0)
+    records = sorted(splits.train + splits.test, key=lambda r: r.video_id)
+    if n_clips:
+        records = records[:: max(1, len(records) // n_clips)][:n_clips]
+    info = machine()
+    print(
+        f"{len(records)} clips, {repeats} repeats on {info['cpu']} ({info['cores']} cores), "
+        f"load {info['loadavg_at_start']}",
+        flush=True,
+    )
+    single, loaders = throughput(records, repeats)
+    naive, bound = single["naive"]["clips_per_s"], single["decode_only"]["clips_per_s"]
+    ratios = {f"{k}_over_naive": round(v["clips_per_s"] / naive, 2) for k, v in single.items() if k != "naive"}
+    ratios.update(
+        {
+            f"{k}_over_decode_only": round(v["clips_per_s"] / bound, 2)
+            for k, v in single.items()
+            if k.startswith("dataset")
+        }
+    )
+    ratios.update({f"{k}_over_naive": round(v["clips_per_s"] / naive, 2) for k, v in loaders.items()})
+    result = {
+        "benchmark": "bench_data",
+        "machine": info,
+        "setup": {
+            "dataset": str(mini),
+            "clips": len(records),
+            "frames": FRAMES,
+            "size": SIZE,
+            "resize": RESIZE,
+            "batch_size": BATCH,
+            "repeats": repeats,
+            "quick": args.quick,
+        },
+        "single_process": single,
+        "dataloader": loaders,
+        "ratios": ratios,
+        "targets": {
+            "dataset_eval_over_naive>=3": ratios["dataset_eval_over_naive"] >= 3,
+            "dataset_eval_over_decode_only>=0.5": ratios["dataset_eval_over_decode_only"] >= 0.5,
+        },
+    }
+    big = args.root / "clips" / "edge" / "ntu_1080p_h264_in_avi.avi"
+    if big.is_file():
+        result["decode_time_resize_1080p"] = decode_time_resize(big, max(3, repeats))
+    tc_paths = [r.path for r in records[: min(len(records), 40)]]
+    result["torchcodec"] = torchcodec_section(tc_paths, repeats)
+    atomic_write_json(args.out, result)
+    print(json.dumps({"ratios": ratios, "targets": result["targets"]}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
