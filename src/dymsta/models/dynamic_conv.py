@@ -97,7 +97,7 @@ class DynamicConv3d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Each kernel like ``nn.Conv3d`` (Kaiming uniform); modulate gate starts at exactly 1."""
+        """Each kernel like ``nn.Conv3d`` (Kaiming uniform); the modulate gate starts at ~1."""
         kernels = self.weight if self.mode == "mixture" else self.weight[None]
         fan_in = self.in_channels * math.prod(self.kernel_size)
         for w in kernels:
@@ -105,8 +105,8 @@ class DynamicConv3d(nn.Module):
         if self.bias is not None:
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
-        if self.mode == "modulate":  # zero logits -> 2 * sigmoid(0) = 1: starts as the plain conv
-            nn.init.zeros_(self.router[-1].weight)
+        if self.mode == "modulate":  # near-zero logits -> 2 * sigmoid(~0) ~ 1: starts as the plain conv
+            nn.init.normal_(self.router[-1].weight, std=1e-3)  # not exactly 0, so the first layer gets gradients
             nn.init.zeros_(self.router[-1].bias)
 
     def set_temperature(self, tau: float) -> None:
@@ -129,7 +129,8 @@ class DynamicConv3d(nn.Module):
         """
         logits = self.router(x.mean(dim=(2, 3, 4)))  # (B, K) or (B, Cout)
         if self.mode == "mixture":
-            return torch.softmax(logits.float() / self.temperature, dim=1).to(logits.dtype)
+            wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # softmax in >= fp32 under autocast
+            return torch.softmax(wide / self.temperature, dim=1).to(logits.dtype)
         return 2.0 * torch.sigmoid(logits)
 
     def sample_kernels(self, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -79,8 +79,17 @@ class TemporalConv(nn.Module):
 
 
 class TokenBatchNorm(nn.BatchNorm1d):
-    """Batch norm over the last (channel) axis of tokens ``(..., C)``: the statistics of ``nn.BatchNorm3d``."""
+    """Batch norm over the last (channel) axis of tokens ``(..., C)``: the statistics of ``nn.BatchNorm3d``.
+
+    A training batch with a single value per channel (batch 1 on a 1x1 grid) cannot be normalised by its own
+    statistics; it uses the running statistics instead of failing.
+    """
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(..., C) -> (..., C)``."""
-        return super().forward(tokens.reshape(-1, tokens.shape[-1])).view(tokens.shape)
+        flat = tokens.reshape(-1, tokens.shape[-1])  # (N, C)
+        if self.training and flat.shape[0] == 1:
+            out = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        else:
+            out = super().forward(flat)
+        return out.view(tokens.shape)

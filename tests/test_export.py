@@ -1,0 +1,76 @@
+"""ONNX export: onnxruntime gives the logits of eager PyTorch (any batch size); failures are one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dymsta.models import ModelConfig, build_model, load_model, save_model
+from dymsta.models.export import ExportError, check_onnx, export_onnx
+
+pytest.importorskip("onnxruntime")
+
+TOL = 1e-4  # fp32 eager vs onnxruntime on CPU; differences come from kernel summation order only
+
+
+SMALL_BACKBONE = {"backbone": "timm:mobilenetv3_small_050", "pretrained": False}  # a real, fast-to-trace CNN
+
+
+def _cfg(**kw: object) -> ModelConfig:
+    return ModelConfig(**{"num_classes": 6, "num_frames": 8, "temporal_kernels": (2, 3, 5), "dim": 32, **kw})
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"dynamic_mode": "modulate", "dynamic_kernel": (3, 3, 3), **SMALL_BACKBONE},
+        {"arch": "tsn", **SMALL_BACKBONE},
+    ],
+    ids=["lite0", "modulate-333", "tsn"],
+)
+def test_onnx_round_trip_equals_eager(tmp_path: Path, kw: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model(_cfg(**kw)).eval()
+    path = export_onnx(model, tmp_path / "model.onnx", size=64)
+    assert path.is_file() and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    video = torch.randn(3, 3, 8, 64, 64)  # exported with batch 2: the batch axis is dynamic
+    diff = check_onnx(model, path, video)
+    assert diff < TOL
+    with torch.no_grad():
+        assert model(video).abs().max() > 100 * TOL  # the comparison is not trivially small
+
+
+def test_export_of_a_loaded_model_and_a_video_baseline(tmp_path: Path) -> None:
+    model = build_model(_cfg(arch="r3d_18", pretrained=False)).eval()
+    save_model(model, tmp_path / "m.safetensors")
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    path = export_onnx(loaded, tmp_path / "r3d.onnx", num_frames=4, size=32)
+    assert check_onnx(loaded, path, torch.randn(1, 3, 4, 32, 32)) < TOL
+
+
+def test_export_keeps_the_model_state(tmp_path: Path) -> None:
+    model = build_model(_cfg(**SMALL_BACKBONE)).train()
+    model.dynamic_conv.impl = "grouped"
+    export_onnx(model, tmp_path / "m.onnx", size=32)
+    assert model.training and model.dynamic_conv.impl == "grouped"
+
+
+def test_export_failure_is_one_line(tmp_path: Path) -> None:
+    model = build_model(_cfg(**SMALL_BACKBONE))
+    with pytest.raises(ExportError, match=r"ONNX export to .*m\.onnx failed") as info:
+        export_onnx(model, tmp_path / "m.onnx", num_frames=3, size=32)  # fewer frames than T_long = 5
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(ExportError, match="not found"):
+        check_onnx(model, tmp_path / "m.onnx", torch.randn(1, 3, 8, 32, 32))
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_round_trip(tmp_path: Path) -> None:
+    """The torch.export-based exporter (opset 18) gives the same logits too (DyMSTA head, small backbone)."""
+    model = build_model(_cfg(**SMALL_BACKBONE)).eval()
+    path = export_onnx(model, tmp_path / "dyn.onnx", size=64, opset=18)
+    assert check_onnx(model, path, torch.randn(3, 3, 8, 64, 64)) < TOL

@@ -1,0 +1,349 @@
+"""DyMSTA-Net and baselines: shapes, ablations, config validation, gradients, bf16, save/load."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from dymsta.models import (
+    BackboneWeightsError,
+    ModelConfig,
+    ModelConfigError,
+    ModelFileError,
+    MultiScaleTemporalBlock,
+    SpatioTemporalAttention,
+    build_model,
+    load_model,
+    save_model,
+)
+from dymsta.models.layers import TemporalConv, from_tokens, to_tokens
+
+SMALL = {"num_classes": 5, "num_frames": 8, "temporal_kernels": (2, 3, 5), "dim": 32}
+
+
+def _cfg(**kw: object) -> ModelConfig:
+    return ModelConfig(**{**SMALL, **kw})
+
+
+@pytest.fixture(scope="module")
+def dymsta() -> torch.nn.Module:
+    return build_model(_cfg())
+
+
+# ---------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("arch", ["dymsta", "tsn", "linear", "r2plus1d_18", "r3d_18"])
+@pytest.mark.parametrize("b,t,h,w", [(1, 8, 64, 64), (2, 6, 96, 64)])
+def test_forward_shapes_every_arch(arch: str, b: int, t: int, h: int, w: int) -> None:
+    model = build_model(_cfg(arch=arch, pretrained=arch in ("dymsta", "tsn", "linear"))).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(b, 3, t, h, w))
+    assert logits.shape == (b, 5) and torch.isfinite(logits).all()
+    assert model.uses_frame_backbone == (arch in ("dymsta", "tsn", "linear"))
+    assert (model.backbone is None) == (not model.uses_frame_backbone)
+    assert len(model.mean) == 3 and len(model.std) == 3 and model.input_size in (112, 224)
+
+
+ABLATIONS = [
+    {},
+    {"dynamic": False},
+    {"attention": False},
+    {"multiscale": False},
+    {"dynamic": False, "attention": False, "multiscale": False},
+    {"dynamic_mode": "modulate"},
+    {"dynamic_kernel": (3, 3, 3)},
+    {"num_kernels": 1},
+    {"spatial_pool": 0},
+    {"spatial_pool": 1},
+    {"branch_channels": 8},
+]
+
+
+@pytest.mark.parametrize("switches", ABLATIONS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "full")
+@pytest.mark.parametrize("b,t,h,w", [(1, 5, 7, 7), (3, 8, 4, 4), (2, 16, 7, 5)])
+def test_head_shapes_for_every_ablation(switches: dict, b: int, t: int, h: int, w: int) -> None:
+    model = build_model(_cfg(pretrained=False, **switches))
+    feats = torch.randn(b, model.backbone.out_channels, t, h, w)  # (B, Cb, T, h, w) as the cache stores them
+    logits, maps = model.forward_head(feats, return_maps=True)
+    assert logits.shape == (b, 5)
+    if model.cfg.attention:
+        grid = {
+            (0, 7, 7): (7, 7),
+            (4, 7, 7): (4, 4),
+            (1, 7, 7): (1, 1),
+            (0, 4, 4): (4, 4),
+            (4, 4, 4): (4, 4),
+            (1, 4, 4): (1, 1),
+            (0, 7, 5): (7, 5),
+            (4, 7, 5): (4, 3),
+            (1, 7, 5): (1, 1),
+        }[(model.cfg.spatial_pool, h, w)]
+        assert maps["temporal"].shape == (b, t) and maps["spatial"].shape == (b, t, *grid)
+        assert ((maps["temporal"] > 0) & (maps["temporal"] < 1)).all()
+    else:
+        assert maps == {}
+    assert model.forward_head(feats).shape == (b, 5)
+
+
+def test_backbone_pools_for_the_head_and_tsn_takes_the_frame_mean() -> None:
+    video = torch.randn(1, 3, 8, 224, 224)
+    dy, tsn = build_model(_cfg()).eval(), build_model(_cfg(arch="tsn")).eval()
+    with torch.no_grad():
+        assert dy.backbone(video).shape == (1, 1280, 8, 4, 4)  # 7x7 pooled to <= spatial_pool=4
+        assert tsn.backbone(video).shape == (1, 1280, 8, 1, 1)  # TSN / linear need only the frame mean
+
+
+def test_tsn_averages_frame_logits_and_linear_probes_the_mean_feature() -> None:
+    tsn, lin = build_model(_cfg(arch="tsn")).eval(), build_model(_cfg(arch="linear")).eval()
+    feats = torch.randn(2, 1280, 8, 1, 1)
+    with torch.no_grad():
+        per_frame = torch.stack([tsn.classifier(feats[:, :, i, 0, 0]) for i in range(8)], 1)  # (B, T, N)
+        torch.testing.assert_close(tsn.forward_head(feats), per_frame.mean(1))
+        torch.testing.assert_close(lin.forward_head(feats), lin.classifier(feats.mean(dim=(2, 3, 4))))
+
+
+def test_head_accepts_fp16_and_any_memory_format(dymsta: torch.nn.Module) -> None:
+    dymsta.eval()
+    feats = torch.randn(2, 1280, 8, 4, 4)
+    with torch.no_grad():
+        ref = dymsta.forward_head(feats)
+        cl = dymsta.forward_head(feats.contiguous(memory_format=torch.channels_last_3d))
+        half = dymsta.forward_head(feats.half())
+    torch.testing.assert_close(cl, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(half, ref, rtol=0.02, atol=0.02)
+
+
+def test_token_layers_equal_their_conv3d_definitions() -> None:
+    x = torch.randn(2, 6, 9, 3, 4, dtype=torch.float64)
+    for k, pad in [(1, 0), (3, 1), (7, 0)]:
+        conv = TemporalConv(6, 5, k, padding=pad, bias=True).double()
+        expected = torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=(pad, 0, 0))
+        torch.testing.assert_close(from_tokens(conv(to_tokens(x))), expected)
+    block = MultiScaleTemporalBlock(in_channels=6, out_channels=4, kernels=(2, 3, 5), branch_channels=3).double()
+    block.eval()
+    expected = [x.amax(dim=2)]
+    for branch in block.branches:
+        conv, bn = branch[0], branch[1]
+        y = torch.nn.functional.conv3d(x, conv.weight)  # valid temporal conv
+        y = torch.nn.functional.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
+        expected.append(torch.relu(y).amax(dim=2))
+    fuse, bn = block.fuse[0], block.fuse[1]
+    z = torch.einsum("oc,bchw->bohw", fuse.weight, torch.cat(expected, 1))
+    z = torch.relu(torch.nn.functional.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps))
+    torch.testing.assert_close(block(x), z)
+
+
+def test_attention_is_parallel_and_only_emphasises() -> None:
+    att = SpatioTemporalAttention(channels=8).double()
+    x = torch.randn(2, 8, 6, 3, 3, dtype=torch.float64)
+    y, maps = att(x, return_maps=True)
+    a_t, a_s = att.maps(x)  # both computed from the same input
+    torch.testing.assert_close(maps["temporal"], a_t)
+    torch.testing.assert_close(y, x * (1 + a_t[:, None, :, None, None] * a_s[:, None]))
+    ratio = (y / x)[x.abs() > 1e-6]
+    assert ratio.min() >= 1 and ratio.max() <= 2
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"temporal_kernels": (3, 5, 9)}, "temporal_kernels"),  # T_long > num_frames (8)
+        ({"temporal_kernels": (5, 5, 7)}, "temporal_kernels"),  # T_short >= T_medium
+        ({"temporal_kernels": (3, 7, 5)}, "temporal_kernels"),
+        ({"temporal_kernels": (0, 3, 5)}, "temporal_kernels"),
+        ({"temporal_kernels": (3, 5)}, "temporal_kernels"),
+        ({"backbone": "no_such_backbone"}, "backbone"),
+        ({"arch": "resnet"}, "arch"),
+        ({"dynamic_mode": "sum"}, "dynamic_mode"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"temperature": 0.5}, "temperature"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"dim": 2.5}, "dim"),
+        ({"dynamic_kernel": (2, 1, 1)}, "dynamic_kernel"),
+        ({"multiscale": "yes"}, "multiscale"),
+        ({"arch": "linear", "trainable_stages": 2}, "trainable_stages"),
+        ({"trainable_stages": -1}, "trainable_stages"),
+    ],
+)
+def test_invalid_settings_raise_a_clear_error(kw: dict, field: str) -> None:
+    cfg = _cfg(**kw)
+    with pytest.raises(ModelConfigError, match=rf"^model\.{field}: ") as info:
+        build_model(cfg)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_long_kernel_is_fine_without_the_multiscale_block() -> None:
+    _cfg(temporal_kernels=(3, 5, 9), multiscale=False).validate()
+
+
+def test_too_many_stages_and_too_few_frames() -> None:
+    with pytest.raises(ModelConfigError, match="model.trainable_stages"):
+        build_model(_cfg(trainable_stages=12))
+    model = build_model(_cfg(pretrained=False))
+    with pytest.raises(ValueError, match="fewer than the longest temporal kernel"):
+        model.forward_head(torch.randn(1, 1280, 4, 2, 2))
+
+
+def test_config_round_trips_through_json() -> None:
+    cfg = _cfg(dynamic_mode="modulate", backbone_weights="/x.safetensors")
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ModelConfigError, match="model.depth: unknown"):
+        ModelConfig.from_dict({"depth": 3})
+
+
+# ---------------------------------------------------------------------- training behaviour
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"dynamic_mode": "modulate"},
+        {"dynamic_kernel": (3, 3, 3)},
+        {"arch": "tsn"},
+        {"arch": "linear"},
+        {"trainable_stages": 1},
+        {"spatial_pool": 0},
+    ],
+)
+def test_every_trainable_parameter_gets_a_gradient(kw: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model(_cfg(dropout=0.0, **kw)).train()
+    model.set_epoch(3)
+    logits = model(torch.randn(2, 3, 8, 96, 96))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3])).backward()
+    params = dict(model.named_parameters())
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    assert {id(p) for p in model.trainable_parameters()} == {id(params[n]) for n in trainable}
+    for name in trainable:
+        grad = params[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    frozen = [p for p in model.backbone.parameters() if not p.requires_grad]
+    assert all(p.grad is None for p in frozen)
+    assert len(frozen) > 0
+
+
+def test_video_baseline_gradients_and_epoch_noop() -> None:
+    model = build_model(_cfg(arch="r2plus1d_18", pretrained=False)).train()
+    model.set_epoch(5)
+    model(torch.randn(1, 3, 4, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in model.trainable_parameters())
+    with pytest.raises(NotImplementedError, match="no frame backbone"):
+        model.forward_head(torch.randn(1, 8, 4, 2, 2))
+
+
+def test_frozen_backbone_stays_in_eval_mode(dymsta: torch.nn.Module) -> None:
+    dymsta.train()
+    assert dymsta.training and dymsta.classifier.training and dymsta.reduce[1].training
+    assert not any(m.training for m in dymsta.backbone.net.modules())
+
+
+def test_temperature_anneals_per_epoch() -> None:
+    model = build_model(_cfg(pretrained=False, temperature=21.0, anneal_epochs=4))
+    assert model.dynamic_conv.temperature.item() == 21.0
+    model.set_epoch(2)
+    assert model.dynamic_conv.temperature.item() == pytest.approx(11.0)
+    model.set_epoch(7)
+    assert model.dynamic_conv.temperature.item() == 1.0
+
+
+@pytest.mark.parametrize("kw", [{}, {"dynamic_mode": "modulate"}, {"arch": "tsn"}])
+def test_bf16_autocast_has_no_nan(kw: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model(_cfg(dim=64, **kw)).train()
+    feats = torch.randn(4, 1280, 8, 4, 4) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.forward_head(feats)
+        video_logits = model(torch.randn(1, 3, 8, 64, 64))
+    torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1, 2, 3])).backward()
+    assert torch.isfinite(logits).all() and torch.isfinite(video_logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.trainable_parameters())
+    model.eval()
+    with torch.no_grad():
+        ref = model.forward_head(feats)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.forward_head(feats).float()
+    assert (low - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+
+
+# ---------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_needs_no_pretrained_weights(tmp_path: Path) -> None:
+    """Build from a local weights file, save, delete that file: loading needs no flags and no weights source."""
+    from safetensors.torch import save_file
+
+    from dymsta.models import FrameBackbone
+
+    weights = tmp_path / "lite0.safetensors"
+    trunk = FrameBackbone(name="efficientnet_lite0").net
+    save_file({k: v.contiguous() for k, v in trunk.state_dict().items()}, str(weights))
+    model = build_model(_cfg(backbone_weights=str(weights), dynamic_mode="modulate", dropout=0.1)).eval()
+    model.set_epoch(1)
+    path = tmp_path / "model.safetensors"
+    save_model(model, path, metadata={"class_names": '["a", "b"]', "epoch": "3"})
+    weights.unlink()
+    loaded, meta = load_model(path)
+    assert meta == {"class_names": '["a", "b"]', "epoch": "3"}
+    assert loaded.cfg == model.cfg and not loaded.training
+    assert loaded.backbone.fingerprint() == model.backbone.fingerprint()
+    video = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(video), model(video), rtol=0, atol=0)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp files left
+
+
+@pytest.mark.parametrize("arch", ["tsn", "r3d_18"])
+def test_save_load_baselines(tmp_path: Path, arch: str) -> None:
+    model = build_model(_cfg(arch=arch, pretrained=arch == "tsn")).eval()
+    save_model(model, tmp_path / "m.safetensors")
+    loaded, meta = load_model(tmp_path / "m.safetensors")
+    video = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(video), model(video), rtol=0, atol=0)
+    assert meta == {} and loaded.cfg.arch == arch
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    with pytest.raises(ModelFileError, match="missing.safetensors"):
+        load_model(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFileError, match="junk.safetensors"):
+        load_model(junk)
+    bare = tmp_path / "bare.safetensors"
+    save_file({"x": torch.zeros(1)}, str(bare))
+    with pytest.raises(ModelFileError, match="bare.safetensors: no dymsta model config"):
+        load_model(bare)
+    model = build_model(_cfg(arch="linear", pretrained=False))
+    save_model(model, tmp_path / "lin.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "lin.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    meta["dymsta.model_config"] = dataclasses.replace(model.cfg, num_classes=9).to_json()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "bad.safetensors"), meta)
+    with pytest.raises(ModelFileError, match="bad.safetensors: weights do not match"):
+        load_model(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="metadata"):
+        save_model(model, tmp_path / "x.safetensors", metadata={"dymsta.model_config": "{}"})
+
+
+def test_video_baseline_pretrained_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # unreachable: the download fails for certain
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(BackboneWeightsError, match=r"Kinetics-400 weights .* r3d_18 .*model.pretrained=false"):
+        build_model(_cfg(arch="r3d_18"))
