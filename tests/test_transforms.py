@@ -116,6 +116,6 @@ def test_flip_probability(frames):
 
 
 def test_compose_eval_pipeline(frames):
-    pipeline = Compose([ResizeShortSide(size=40), CenterCrop(size=32), Normalize()])
+    pipeline = Compose(transforms=[ResizeShortSide(size=40), CenterCrop(size=32), Normalize()])
     clip = pipeline(frames)
     assert clip.shape == (3, 4, 32, 32) and clip.dtype == torch.float32

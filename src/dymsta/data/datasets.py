@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from dymsta.data.decode import BACKENDS, DecoderBackendError, VideoDecodeError, read_frames, torchcodec_available
 from dymsta.data.index import VideoRecord
@@ -273,7 +273,7 @@ def collate_clips(batch: list[tuple[torch.Tensor, int, str] | None]) -> dict[str
     if not items:
         return None
     return {
-        "video": torch.stack([clip for clip, _, _ in items]),
+        "video": default_collate([clip for clip, _, _ in items]),  # in a worker: stacked straight into shared memory
         "label": torch.tensor([label for _, label, _ in items], dtype=torch.long),
         "video_id": [vid for _, _, vid in items],
         "num_skipped": len(batch) - len(items),

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dymsta.data.decode import VideoInfo
 from dymsta.data.index import VideoRecord, scan_videos
 from dymsta.data.sampling import stable_seed
 from dymsta.utils import get_logger
@@ -205,7 +206,7 @@ def list_dataset(
     raise DatasetError(f"data.kind={kind!r} is not one of {', '.join(KINDS)}")
 
 
-def _records(entries: Iterable[SplitEntry], infos: dict) -> list[VideoRecord]:
+def _records(entries: Iterable[SplitEntry], infos: dict[str, VideoInfo]) -> list[VideoRecord]:
     out = []
     for e in entries:
         info = infos.get(e.path)
@@ -281,7 +282,9 @@ def carve_validation(
 # ---------------------------------------------------------------------------------------------------- UCF101
 
 
-def parse_ucf101_splits(annotations: str | os.PathLike, split: int = 1) -> tuple[list[str], list, list]:
+def parse_ucf101_splits(
+    annotations: str | os.PathLike, split: int = 1
+) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, int]]]:
     """Parse UCF101's ``classInd.txt``, ``trainlist0N.txt`` and ``testlist0N.txt``.
 
     Returns:
@@ -386,7 +389,9 @@ class _CaseInsensitiveResolver:
 _HMDB_TAGS = r"_[a-z]_(?:cm|nm)_np\d+_(?:fr|ba|le|ri)_(?:bad|med|goo)_\d+$"
 
 
-def parse_hmdb51_splits(annotations: str | os.PathLike, split: int = 1) -> tuple[list[str], list, list]:
+def parse_hmdb51_splits(
+    annotations: str | os.PathLike, split: int = 1
+) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
     """Parse the official ``<class>_test_split<N>.txt`` files of one split.
 
     Returns:
@@ -467,7 +472,10 @@ def _hmdb51_lists(root: Path, split: int, annotations: str | os.PathLike | None)
 
 
 def read_kinetics_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a Kinetics annotation CSV (one file, or every ``*.csv`` in a folder), with the columns checked."""
+    """Rows of a Kinetics annotation CSV (one file, or every ``*.csv`` in a folder), with the columns checked.
+
+    Each row is a dict of the CSV's columns (stripped) plus ``"_where"``: ``"<file>:<line>"`` for error messages.
+    """
     path = Path(path)
     files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
     if not files:

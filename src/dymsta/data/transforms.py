@@ -221,9 +221,9 @@ class Normalize:
 
 
 class Compose:
-    """Apply transforms in order."""
+    """Apply ``transforms`` in order."""
 
-    def __init__(self, transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+    def __init__(self, *, transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> None:
         self.transforms = list(transforms)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
