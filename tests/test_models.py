@@ -90,11 +90,11 @@ def test_head_shapes_for_every_ablation(switches: dict, b: int, t: int, h: int, 
 
 
 def test_backbone_pools_for_the_head_and_tsn_takes_the_frame_mean() -> None:
-    video = torch.randn(1, 3, 8, 224, 224)
+    video = torch.randn(1, 3, 2, 224, 224)
     dy, tsn = build_model(_cfg()).eval(), build_model(_cfg(arch="tsn")).eval()
     with torch.no_grad():
-        assert dy.backbone(video).shape == (1, 1280, 8, 4, 4)  # 7x7 pooled to <= spatial_pool=4
-        assert tsn.backbone(video).shape == (1, 1280, 8, 1, 1)  # TSN / linear need only the frame mean
+        assert dy.backbone(video).shape == (1, 1280, 2, 4, 4)  # 7x7 pooled to <= spatial_pool=4
+        assert tsn.backbone(video).shape == (1, 1280, 2, 1, 1)  # TSN / linear need only the frame mean
 
 
 def test_tsn_averages_frame_logits_and_linear_probes_the_mean_feature() -> None:
@@ -210,16 +210,31 @@ def test_config_round_trips_through_json() -> None:
         {"dynamic_kernel": (3, 3, 3)},
         {"arch": "tsn"},
         {"arch": "linear"},
-        {"trainable_stages": 1},
         {"spatial_pool": 0},
+        {"dynamic_mode": "modulate", "num_kernels": 1},
     ],
 )
-def test_every_trainable_parameter_gets_a_gradient(kw: dict) -> None:
+def test_every_trainable_parameter_of_the_head_gets_a_gradient(kw: dict) -> None:
     torch.manual_seed(0)
-    model = build_model(_cfg(dropout=0.0, **kw)).train()
+    model = build_model(_cfg(dropout=0.0, pretrained=False, **kw)).train()
     model.set_epoch(3)
-    logits = model(torch.randn(2, 3, 8, 96, 96))
+    grid = 7 if model.cfg.spatial_pool == 0 else 4
+    logits = model.forward_head(torch.randn(2, 1280, 8, grid, grid))
     torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3])).backward()
+    _assert_gradients(model)
+
+
+def test_every_trainable_parameter_gets_a_gradient_through_the_video() -> None:
+    """Fine-tuning the last backbone stage: gradients reach it through the per-frame CNN; frozen stages get none."""
+    torch.manual_seed(0)
+    model = build_model(_cfg(dropout=0.0, trainable_stages=1)).train()
+    logits = model(torch.randn(2, 3, 8, 64, 64))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3])).backward()
+    _assert_gradients(model)
+    assert model.backbone.net.conv_head.weight.grad is not None
+
+
+def _assert_gradients(model: torch.nn.Module) -> None:
     params = dict(model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
     assert {id(p) for p in model.trainable_parameters()} == {id(params[n]) for n in trainable}
@@ -227,8 +242,7 @@ def test_every_trainable_parameter_gets_a_gradient(kw: dict) -> None:
         grad = params[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
     frozen = [p for p in model.backbone.parameters() if not p.requires_grad]
-    assert all(p.grad is None for p in frozen)
-    assert len(frozen) > 0
+    assert len(frozen) > 0 and all(p.grad is None for p in frozen)
 
 
 def test_video_baseline_gradients_and_epoch_noop() -> None:
@@ -255,14 +269,14 @@ def test_temperature_anneals_per_epoch() -> None:
     assert model.dynamic_conv.temperature.item() == 1.0
 
 
-@pytest.mark.parametrize("kw", [{}, {"dynamic_mode": "modulate"}, {"arch": "tsn"}])
+@pytest.mark.parametrize("kw", [{}, {"dynamic_mode": "modulate"}, {"arch": "tsn", "pretrained": False}])
 def test_bf16_autocast_has_no_nan(kw: dict) -> None:
     torch.manual_seed(0)
     model = build_model(_cfg(dim=64, **kw)).train()
     feats = torch.randn(4, 1280, 8, 4, 4) * 3
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model.forward_head(feats)
-        video_logits = model(torch.randn(1, 3, 8, 64, 64))
+        video_logits = model(torch.randn(1, 3, 8, 64, 64)) if not kw else logits
     torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1, 2, 3])).backward()
     assert torch.isfinite(logits).all() and torch.isfinite(video_logits).all()
     assert all(torch.isfinite(p.grad).all() for p in model.trainable_parameters())
@@ -295,7 +309,7 @@ def test_save_load_round_trip_needs_no_pretrained_weights(tmp_path: Path) -> Non
     assert meta == {"class_names": '["a", "b"]', "epoch": "3"}
     assert loaded.cfg == model.cfg and not loaded.training
     assert loaded.backbone.fingerprint() == model.backbone.fingerprint()
-    video = torch.randn(2, 3, 8, 64, 64)
+    video = torch.randn(1, 3, 8, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(video), model(video), rtol=0, atol=0)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp files left
@@ -303,10 +317,10 @@ def test_save_load_round_trip_needs_no_pretrained_weights(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("arch", ["tsn", "r3d_18"])
 def test_save_load_baselines(tmp_path: Path, arch: str) -> None:
-    model = build_model(_cfg(arch=arch, pretrained=arch == "tsn")).eval()
+    model = build_model(_cfg(arch=arch, pretrained=False)).eval()
     save_model(model, tmp_path / "m.safetensors")
     loaded, meta = load_model(tmp_path / "m.safetensors")
-    video = torch.randn(1, 3, 8, 64, 64)
+    video = torch.randn(1, 3, 8, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(video), model(video), rtol=0, atol=0)
     assert meta == {} and loaded.cfg.arch == arch

@@ -273,6 +273,7 @@ class FrameBackbone(nn.Module):
         super().__init__()
         self.name = name
         self.grid = grid
+        self._compiled = None  # set by compile_features()
         source, bare = _resolve(name)
         self.net, self.mean, self.std, self.input_size, self.weights_source = self._build(
             source, bare, weights=weights, pretrained=pretrained
@@ -350,9 +351,23 @@ class FrameBackbone(nn.Module):
 
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W) -> (N, Cb, h, w)``."""
+        if self._compiled is not None:
+            return self._compiled(frames)
         if hasattr(self.net, "forward_features"):
             return self.net.forward_features(frames)
         return self.net(frames)
+
+    def compile_features(self, *, freezing: bool = True) -> FrameBackbone:
+        """``torch.compile`` the per-frame CNN (inductor) for fast frozen-feature extraction.
+
+        With ``freezing`` the weights become constants and batch norm folds into the convolutions: about 2x the
+        frames/s of eager bf16 channels-last inference on CPU (see ``benchmarks/bench_model.py``). Freezing applies
+        under ``torch.no_grad``/``inference_mode`` and snapshots the weights at the first call: compile after
+        loading weights, and not for fine-tuning. The first call per input shape compiles (~20-30 s on 2 cores).
+        """
+        fn = self.net.forward_features if hasattr(self.net, "forward_features") else self.net
+        self._compiled = torch.compile(fn, options={"freezing": freezing})
+        return self
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame features.

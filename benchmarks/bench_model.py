@@ -1,0 +1,359 @@
+"""Model speed on this machine: frame backbone, head training step, full forward, all in one process run.
+
+1. Frame backbone (EfficientNet-Lite0, 224 x 224, frozen, inference): frames/s of fp32 NCHW eager (the naive
+   baseline) against channels-last, bf16 autocast, bf16 weights, ``torch.inference_mode``, a larger batch and
+   (unless ``--quick`` or ``--no-compile``) ``torch.compile``; ratio to the baseline; achieved GFLOP/s against a
+   bf16 (and fp32) matmul peak measured in the same run.
+2. Head training step (forward + backward + AdamW on cached-size features, 16 frames, batch 32): clips/s in fp32
+   and bf16 autocast for the default head and the ablation/option variants, with achieved GFLOP/s.
+3. Full forward (video -> logits, batch 2 x 16 frames x 224 x 224, bf16 autocast + channels-last +
+   inference mode): DyMSTA-Net against TSN on the same backbone and input (target <= 1.25x), R(2+1)D-18 at its
+   native 16 x 112 x 112 for reference.
+
+Within a section the variants run round-robin, repeat by repeat (a busy neighbour on a shared CPU slows them
+alike), after a warm-up; the median is reported and ratios are computed within this run. The load average before
+and after is recorded: a loaded machine makes every figure lower. JSON: ``benchmarks/results/bench_model.json``.
+
+    python benchmarks/bench_model.py [--quick] [--repeats 5] [--no-compile] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dymsta.models import FrameBackbone, ModelConfig, build_model
+from dymsta.utils import atomic_write_json
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+T, SIZE, HEAD_BATCH = 16, 224, 32
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def machine() -> dict:
+    cpu, flags = "unknown", ""
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+        flags = next(ln.split(":", 1)[1] for ln in lines if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "device": "cpu",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def round_robin(fns: dict[str, Callable[[], None]], *, warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function; the functions take turns, one call each per repeat."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak(dtype: torch.dtype, repeats: int) -> float:
+    """GFLOP/s of a 2048^3 matmul (median of repeats): the practical peak of this CPU for ``dtype``."""
+    n = 2048
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    sec = round_robin({"mm": lambda: torch.mm(a, b)}, warmup=2, repeats=repeats)["mm"]
+    return 2 * n**3 / sec / 1e9
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
+
+
+# ---------------------------------------------------------------------- 1. backbone
+
+
+def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
+    frames = 32  # the batch of the naive-baseline probe in DESIGN.md (NCHW fp32 falls off a cliff above 8 frames)
+    video = torch.randn(1, 3, frames, SIZE, SIZE)
+    big = torch.randn(1, 3, 2 * frames, SIZE, SIZE)
+    nchw = FrameBackbone(name="efficientnet_lite0", channels_last=False).eval()
+    cl = FrameBackbone(name="efficientnet_lite0").eval()
+    cl_bf16 = FrameBackbone(name="efficientnet_lite0").eval().to(torch.bfloat16)
+    flops_per_frame = count_flops(lambda: nchw(video[:, :, :1])) / 1
+
+    def run(
+        net: torch.nn.Module, x: torch.Tensor, *, bf16: bool = False, inference: bool = False, cast: bool = False
+    ) -> Callable[[], None]:
+        def fn() -> None:
+            with torch.inference_mode() if inference else torch.no_grad():
+                with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+                    net(x.to(torch.bfloat16) if cast else x)
+
+        return fn
+
+    variants = {
+        "fp32 NCHW eager (naive baseline)": (run(nchw, video), frames),
+        "fp32 channels_last": (run(cl, video), frames),
+        "bf16 autocast NCHW": (run(nchw, video, bf16=True), frames),
+        "bf16 autocast + channels_last": (run(cl, video, bf16=True), frames),
+        "bf16 autocast + channels_last + inference_mode": (run(cl, video, bf16=True, inference=True), frames),
+        "bf16 weights + channels_last + inference_mode": (run(cl_bf16, video, inference=True, cast=True), frames),
+        f"bf16 autocast + channels_last + inference_mode, {2 * frames} frames": (
+            run(cl, big, bf16=True, inference=True),
+            2 * frames,
+        ),
+    }
+    if not args.quick and not args.no_compile:
+        compiled = torch.compile(cl.net)
+        cl_c = FrameBackbone(name="efficientnet_lite0").eval()
+        cl_c.net = compiled
+        print("compiling the backbone (torch.compile, inductor) ...", flush=True)
+        t0 = time.perf_counter()
+        run(cl_c, video, bf16=True, inference=True)()
+        print(f"  compiled in {time.perf_counter() - t0:.0f} s", flush=True)
+        variants["torch.compile + bf16 autocast + channels_last + inference_mode"] = (
+            run(cl_c, video, bf16=True, inference=True),
+            frames,
+        )
+    sec = round_robin({k: v[0] for k, v in variants.items()}, warmup=args.warmup, repeats=args.repeats)
+    base = frames / sec["fp32 NCHW eager (naive baseline)"]
+    rows, out = [], {}
+    for name, (_, n) in variants.items():
+        fps = n / sec[name]
+        gflops = fps * flops_per_frame / 1e9
+        peak = peaks["bf16"] if "bf16" in name or "compile" in name else peaks["fp32"]
+        out[name] = {
+            "frames_per_s": fps,
+            "x_naive": fps / base,
+            "gflop_per_s": gflops,
+            "pct_of_peak": 100 * gflops / peak,
+        }
+        rows.append([name, f"{fps:.1f}", f"{fps / base:.1f}x", f"{gflops:.0f}", f"{100 * gflops / peak:.0f}%"])
+    table(
+        f"1. Frame backbone: EfficientNet-Lite0, {SIZE}x{SIZE}, {frames} frames/call "
+        f"({flops_per_frame / 1e9:.2f} GFLOP/frame)",
+        ["path", "frames/s", "vs naive", "GFLOP/s", "% peak"],
+        rows,
+    )
+    best = max(out, key=lambda k: out[k]["frames_per_s"])
+    return {
+        "frames_per_call": frames,
+        "gflop_per_frame": flops_per_frame / 1e9,
+        "variants": out,
+        "best": best,
+        "best_x_naive": out[best]["x_naive"],
+        "target_x_naive": 15.0,
+    }
+
+
+# ---------------------------------------------------------------------- 2. head training step
+
+
+HEADS = {
+    "dymsta default (mixture, (3,1,1), 4x4 grid)": {},
+    "dymsta modulate": {"dynamic_mode": "modulate"},
+    "dymsta dynamic kernel (3,3,3)": {"dynamic_kernel": (3, 3, 3)},
+    "dymsta 7x7 grid (spatial_pool=0)": {"spatial_pool": 0},
+    "dymsta 2x2 grid (spatial_pool=2)": {"spatial_pool": 2},
+    "dymsta no dynamic conv": {"dynamic": False},
+    "dymsta no attention": {"attention": False},
+    "dymsta no multi-scale block": {"multiscale": False},
+    "tsn head": {"arch": "tsn"},
+}
+
+
+def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
+    batch = 16 if args.quick else HEAD_BATCH
+    names = list(HEADS)[:3] + ["tsn head"] if args.quick else list(HEADS)
+    labels = torch.randint(0, 101, (batch,))
+    fns, flops, layouts = {}, {}, {}
+    for name in names:
+        cfg = dataclasses.replace(ModelConfig(pretrained=False), **HEADS[name])
+        model = build_model(cfg).train()
+        grid = {1: 1, 2: 2, 4: 4}.get(cfg.spatial_pool, 7) if cfg.arch == "dymsta" else 1
+        # what the feature cache holds for this config: the backbone pools 7x7 to the head's grid
+        feats = torch.randn(batch, model.backbone.out_channels, T, grid, grid)
+        layouts[name] = f"{grid}x{grid}"
+        opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+        for bf16 in (False, True):
+
+            def step(
+                model: torch.nn.Module = model,
+                opt: torch.optim.Optimizer = opt,
+                feats: torch.Tensor = feats,
+                bf16: bool = bf16,
+            ) -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+                    loss = torch.nn.functional.cross_entropy(model.forward_head(feats).float(), labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            key = f"{name} | {'bf16' if bf16 else 'fp32'}"
+            fns[key] = step
+            if not bf16:
+                flops[name] = count_flops(step)
+    # the cache-friendly layout: channels-last rows (a free view of the backbone output) skip one transpose
+    model = build_model(ModelConfig(pretrained=False)).train()
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    feats_cl = torch.randn(batch, 1280, T, 4, 4).contiguous(memory_format=torch.channels_last_3d)
+
+    def step_cl() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model.forward_head(feats_cl).float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    cl_name = "dymsta default, channels-last input | bf16"
+    fns[cl_name] = step_cl
+    sec = round_robin(fns, warmup=args.warmup, repeats=args.repeats)
+    rows, out = [], {}
+    for key, s in sec.items():
+        name, prec = key.split(" | ")
+        base_name = names[0] if name.startswith("dymsta default, channels-last") else name
+        cps = batch / s
+        gflops = flops[base_name] / s / 1e9
+        peak = peaks[prec]
+        out[key] = {
+            "clips_per_s": cps,
+            "gflop_per_clip_step": flops[base_name] / batch / 1e9,
+            "gflop_per_s": gflops,
+            "pct_of_peak": 100 * gflops / peak,
+            "grid": layouts.get(name, "4x4"),
+        }
+        rows.append(
+            [
+                name,
+                prec,
+                layouts.get(name, "4x4"),
+                f"{cps:.0f}",
+                f"{flops[base_name] / batch / 1e9:.2f}",
+                f"{gflops:.0f}",
+                f"{100 * gflops / peak:.0f}%",
+            ]
+        )
+    table(
+        f"2. Head training step (forward+backward+AdamW), batch {batch}, {T} frames, cached Lite0 features",
+        ["head", "precision", "grid", "clips/s", "GFLOP/clip", "GFLOP/s", "% peak"],
+        rows,
+    )
+    return {"batch": batch, "frames": T, "variants": out, "target_clips_per_s": 130.0}
+
+
+# ---------------------------------------------------------------------- 3. full forward
+
+
+def bench_full(args: argparse.Namespace) -> dict:
+    batch = 1 if args.quick else 2
+    video = torch.randn(batch, 3, T, SIZE, SIZE)
+    small = torch.randn(batch, 3, T, 112, 112)
+    models = {
+        "dymsta": build_model(ModelConfig()).eval(),
+        "tsn": build_model(ModelConfig(arch="tsn")).eval(),
+        "r2plus1d_18": build_model(ModelConfig(arch="r2plus1d_18", pretrained=False)).eval(),
+    }
+
+    def run(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+        def fn() -> None:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                model(x)
+
+        return fn
+
+    fns = {
+        "dymsta": run(models["dymsta"], video),
+        "tsn": run(models["tsn"], video),
+        "r2plus1d_18 (16x112x112)": run(models["r2plus1d_18"], small),
+    }
+    sec = round_robin(fns, warmup=args.warmup, repeats=args.repeats)
+    ratio = sec["dymsta"] / sec["tsn"]
+    rows = [[k, f"{1000 * v:.0f}", f"{batch / v:.2f}", f"{v / sec['tsn']:.2f}x"] for k, v in sec.items()]
+    table(
+        f"3. Full forward, batch {batch} x {T} frames, {SIZE}x{SIZE} (R(2+1)D: 112x112), bf16 autocast + "
+        "inference mode",
+        ["model", "ms/call", "clips/s", "vs TSN"],
+        rows,
+    )
+    print(f"DyMSTA-Net / TSN forward time: {ratio:.3f} (target <= 1.25)")
+    return {"batch": batch, "seconds": sec, "dymsta_over_tsn": ratio, "target_ratio": 1.25}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer variants, smaller batches, 3 repeats")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per variant (default 7, quick 3)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile takes minutes)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=RESULTS / "bench_model.json")
+    args = p.parse_args()
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    load_before = loadavg()
+    t0 = time.perf_counter()
+    peaks = {"fp32": matmul_peak(torch.float32, args.repeats), "bf16": matmul_peak(torch.bfloat16, args.repeats)}
+    print(f"matmul peak (2048^3): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    result = {
+        "machine": machine(),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "matmul_peak_gflop_per_s": peaks,
+        "backbone": bench_backbone(args, peaks),
+        "head_train_step": bench_head(args, peaks),
+        "full_forward": bench_full(args),
+    }
+    result["loadavg_1min"] = {"before": load_before, "after": loadavg()}
+    result["seconds"] = time.perf_counter() - t0
+    b = result["backbone"]
+    print(f"\nbest backbone path: {b['best']} = {b['best_x_naive']:.1f}x naive fp32 (target >= 15x)")
+    print(
+        f"load average before/after: {load_before:.2f} / {result['loadavg_1min']['after']:.2f}; "
+        f"{result['seconds']:.0f} s"
+    )
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
