@@ -276,7 +276,7 @@ def test_ddp_two_gloo_processes_match_one_process(synth_root: Path, cache_dir: P
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     assert torchrun, "torchrun not found"
     args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--set", "train.threads=1",
-            "--set", "model.dropout=0", "--set", "train.epochs=3"]
+            "--set", "model.dropout=0", "--set", "train.epochs=3", "--set", "train.amp=none"]
     for o in tiny_overrides(synth_root, cache_dir):
         args += ["--set", o] if not o.startswith("train.epochs") else []
     single = tmp_path / "single"

@@ -88,8 +88,43 @@ class TokenBatchNorm(nn.BatchNorm1d):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(..., C) -> (..., C)``."""
         flat = tokens.reshape(-1, tokens.shape[-1])  # (N, C)
+        if self.training and _world_size() > 1:
+            return self._synced(flat).view(tokens.shape)
         if self.training and flat.shape[0] == 1:
             out = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         else:
             out = super().forward(flat)
         return out.view(tokens.shape)
+
+    def _synced(self, flat: torch.Tensor) -> torch.Tensor:
+        """Training under DistributedDataParallel: statistics over the *global* batch (all ranks), like
+        ``nn.SyncBatchNorm`` but on any device (gloo on CPU included), so N processes train exactly like one.
+
+        Shapes: ``(N, C) -> (N, C)``.
+        """
+        from torch.distributed.nn.functional import all_reduce  # autograd-aware: gradients flow through the sums
+
+        x = flat.float()
+        c = x.shape[1]
+        count = torch.full((1,), float(x.shape[0]), device=x.device)
+        stats = all_reduce(torch.cat([x.sum(0), (x * x).sum(0), count]))  # (2C + 1,) summed over ranks
+        total = stats[-1]
+        mean = stats[:c] / total
+        var = (stats[c : 2 * c] / total - mean * mean).clamp_min(0.0)
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * (total / (total - 1).clamp_min(1.0))
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
+        return out.to(flat.dtype)
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
