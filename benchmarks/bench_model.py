@@ -43,7 +43,7 @@ T, SIZE, HEAD_BATCH = 16, 224, 32
 # ---------------------------------------------------------------------- helpers
 
 
-def machine() -> dict:
+def machine(device: torch.device) -> dict:
     cpu, flags = "unknown", ""
     try:
         lines = open("/proc/cpuinfo").read().splitlines()
@@ -51,8 +51,8 @@ def machine() -> dict:
         flags = next(ln.split(":", 1)[1] for ln in lines if ln.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    return {
-        "device": "cpu",
+    info = {
+        "device": str(device),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -62,6 +62,9 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def loadavg() -> float:
@@ -71,18 +74,32 @@ def loadavg() -> float:
         return float("nan")
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def round_robin(fns: dict[str, Callable[[], None]], *, warmup: int, repeats: int) -> dict[str, float]:
     """Median seconds per call of each function; the functions take turns, one call each per repeat."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    sync()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def autocast(enabled: bool = True):  # noqa: ANN201
+    return torch.autocast(DEVICE.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 def count_flops(fn: Callable[[], None]) -> int:
@@ -92,9 +109,9 @@ def count_flops(fn: Callable[[], None]) -> int:
 
 
 def matmul_peak(dtype: torch.dtype, repeats: int) -> float:
-    """GFLOP/s of a 2048^3 matmul (median of repeats): the practical peak of this CPU for ``dtype``."""
-    n = 2048
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    """GFLOP/s of an n^3 matmul (median of repeats; n = 2048 on CPU, 8192 on GPU): the practical peak for ``dtype``."""
+    n = 8192 if DEVICE.type == "cuda" else 2048
+    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     sec = round_robin({"mm": lambda: torch.mm(a, b)}, warmup=2, repeats=repeats)["mm"]
     return 2 * n**3 / sec / 1e9
 
@@ -110,22 +127,25 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 # ---------------------------------------------------------------------- 1. backbone
 
 
+def _backbone(**kw: object) -> FrameBackbone:
+    return FrameBackbone(name="efficientnet_lite0", **kw).eval().to(DEVICE)
+
+
 def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
-    frames = 32  # the batch of the naive-baseline probe in DESIGN.md (NCHW fp32 falls off a cliff above 8 frames)
-    video = torch.randn(1, 3, frames, SIZE, SIZE)
-    big = torch.randn(1, 3, 2 * frames, SIZE, SIZE)
-    nchw = FrameBackbone(name="efficientnet_lite0", channels_last=False).eval()
-    cl = FrameBackbone(name="efficientnet_lite0").eval()
-    cl_bf16 = FrameBackbone(name="efficientnet_lite0").eval().to(torch.bfloat16)
-    flops_per_frame = count_flops(lambda: nchw(video[:, :, :1])) / 1
+    # 32 frames: the batch of the naive-baseline probe in DESIGN.md (CPU NCHW fp32 falls off a cliff above 8)
+    frames = 256 if DEVICE.type == "cuda" else 32
+    video = torch.randn(1, 3, frames, SIZE, SIZE, device=DEVICE)
+    big = torch.randn(1, 3, 2 * frames, SIZE, SIZE, device=DEVICE)
+    nchw, cl = _backbone(channels_last=False), _backbone()
+    cl_bf16 = _backbone().to(torch.bfloat16)
+    flops_per_frame = count_flops(lambda: nchw(video[:, :, :1]))
 
     def run(
         net: torch.nn.Module, x: torch.Tensor, *, bf16: bool = False, inference: bool = False, cast: bool = False
     ) -> Callable[[], None]:
         def fn() -> None:
-            with torch.inference_mode() if inference else torch.no_grad():
-                with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-                    net(x.to(torch.bfloat16) if cast else x)
+            with torch.inference_mode() if inference else torch.no_grad(), autocast(bf16):
+                net(x.to(torch.bfloat16) if cast else x)
 
         return fn
 
@@ -142,15 +162,13 @@ def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
         ),
     }
     if not args.quick and not args.no_compile:
-        compiled = torch.compile(cl.net)
-        cl_c = FrameBackbone(name="efficientnet_lite0").eval()
-        cl_c.net = compiled
-        print("compiling the backbone (torch.compile, inductor) ...", flush=True)
+        compiled = _backbone().compile_features(freezing=True)
+        print("compiling the backbone (torch.compile, inductor, freezing) ...", flush=True)
         t0 = time.perf_counter()
-        run(cl_c, video, bf16=True, inference=True)()
+        run(compiled, video, bf16=True, inference=True)()
         print(f"  compiled in {time.perf_counter() - t0:.0f} s", flush=True)
-        variants["torch.compile + bf16 autocast + channels_last + inference_mode"] = (
-            run(cl_c, video, bf16=True, inference=True),
+        variants["torch.compile(freezing) + bf16 autocast + channels_last + inference_mode"] = (
+            run(compiled, video, bf16=True, inference=True),
             frames,
         )
     sec = round_robin({k: v[0] for k, v in variants.items()}, warmup=args.warmup, repeats=args.repeats)
@@ -159,16 +177,16 @@ def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
     for name, (_, n) in variants.items():
         fps = n / sec[name]
         gflops = fps * flops_per_frame / 1e9
-        peak = peaks["bf16"] if "bf16" in name or "compile" in name else peaks["fp32"]
+        peak = peaks["bf16"] if "bf16" in name else peaks["fp32"]
         out[name] = {
             "frames_per_s": fps,
             "x_naive": fps / base,
             "gflop_per_s": gflops,
             "pct_of_peak": 100 * gflops / peak,
         }
-        rows.append([name, f"{fps:.1f}", f"{fps / base:.1f}x", f"{gflops:.0f}", f"{100 * gflops / peak:.0f}%"])
+        rows.append([name, f"{fps:.1f}", f"{fps / base:.1f}x", f"{gflops:.0f}", f"{100 * gflops / peak:.1f}%"])
     table(
-        f"1. Frame backbone: EfficientNet-Lite0, {SIZE}x{SIZE}, {frames} frames/call "
+        f"1. Frame backbone on {DEVICE.type}: EfficientNet-Lite0, {SIZE}x{SIZE}, {frames} frames/call "
         f"({flops_per_frame / 1e9:.2f} GFLOP/frame)",
         ["path", "frames/s", "vs naive", "GFLOP/s", "% peak"],
         rows,
@@ -200,79 +218,66 @@ HEADS = {
 }
 
 
-def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
-    batch = 16 if args.quick else HEAD_BATCH
-    names = list(HEADS)[:3] + ["tsn head"] if args.quick else list(HEADS)
-    labels = torch.randint(0, 101, (batch,))
-    fns, flops, layouts = {}, {}, {}
-    for name in names:
-        cfg = dataclasses.replace(ModelConfig(pretrained=False), **HEADS[name])
-        model = build_model(cfg).train()
-        grid = {1: 1, 2: 2, 4: 4}.get(cfg.spatial_pool, 7) if cfg.arch == "dymsta" else 1
-        # what the feature cache holds for this config: the backbone pools 7x7 to the head's grid
-        feats = torch.randn(batch, model.backbone.out_channels, T, grid, grid)
-        layouts[name] = f"{grid}x{grid}"
-        opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
-        for bf16 in (False, True):
-
-            def step(
-                model: torch.nn.Module = model,
-                opt: torch.optim.Optimizer = opt,
-                feats: torch.Tensor = feats,
-                bf16: bool = bf16,
-            ) -> None:
-                with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-                    loss = torch.nn.functional.cross_entropy(model.forward_head(feats).float(), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            key = f"{name} | {'bf16' if bf16 else 'fp32'}"
-            fns[key] = step
-            if not bf16:
-                flops[name] = count_flops(step)
-    # the cache-friendly layout: channels-last rows (a free view of the backbone output) skip one transpose
-    model = build_model(ModelConfig(pretrained=False)).train()
+def _train_step(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, *, bf16: bool) -> Callable[[], None]:
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
-    feats_cl = torch.randn(batch, 1280, T, 4, 4).contiguous(memory_format=torch.channels_last_3d)
 
-    def step_cl() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model.forward_head(feats_cl).float(), labels)
+    def step() -> None:
+        with autocast(bf16):
+            loss = torch.nn.functional.cross_entropy(model.forward_head(feats).float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    cl_name = "dymsta default, channels-last input | bf16"
-    fns[cl_name] = step_cl
+    return step
+
+
+def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
+    batch = 256 if DEVICE.type == "cuda" else 16 if args.quick else HEAD_BATCH
+    names = list(HEADS)[:3] + ["tsn head"] if args.quick else list(HEADS)
+    labels = torch.randint(0, 101, (batch,), device=DEVICE)
+    fns, flops, grids = {}, {}, {}
+    for name in names:
+        cfg = dataclasses.replace(ModelConfig(pretrained=False), **HEADS[name])
+        model = build_model(cfg).train().to(DEVICE)
+        # what the feature cache holds for this config: the backbone pools its 7x7 grid to the head's grid
+        grid = {1: 1, 2: 2, 4: 4}.get(cfg.spatial_pool, 7) if cfg.arch == "dymsta" else 1
+        feats = torch.randn(batch, model.backbone.out_channels, T, grid, grid, device=DEVICE)  # NCDHW fp32
+        grids[name] = f"{grid}x{grid}"
+        for bf16 in (False, True):
+            fns[f"{name} | {'bf16' if bf16 else 'fp32'}"] = _train_step(model, feats, labels, bf16=bf16)
+        flops[name] = count_flops(_train_step(model, feats, labels, bf16=False))
+    # channels-last rows (a free view of the backbone's output) skip the head's one input transpose
+    name = "dymsta default, channels-last input"
+    model = build_model(ModelConfig(pretrained=False)).train().to(DEVICE)
+    feats = torch.randn(batch, 1280, T, 4, 4, device=DEVICE).contiguous(memory_format=torch.channels_last_3d)
+    fns[f"{name} | bf16"] = _train_step(model, feats, labels, bf16=True)
+    flops[name], grids[name] = flops[names[0]], "4x4"
     sec = round_robin(fns, warmup=args.warmup, repeats=args.repeats)
     rows, out = [], {}
-    for key, s in sec.items():
+    for key, seconds in sec.items():
         name, prec = key.split(" | ")
-        base_name = names[0] if name.startswith("dymsta default, channels-last") else name
-        cps = batch / s
-        gflops = flops[base_name] / s / 1e9
-        peak = peaks[prec]
+        cps, gflops = batch / seconds, flops[name] / seconds / 1e9
         out[key] = {
             "clips_per_s": cps,
-            "gflop_per_clip_step": flops[base_name] / batch / 1e9,
+            "gflop_per_clip_step": flops[name] / batch / 1e9,
             "gflop_per_s": gflops,
-            "pct_of_peak": 100 * gflops / peak,
-            "grid": layouts.get(name, "4x4"),
+            "pct_of_peak": 100 * gflops / peaks[prec],
+            "grid": grids[name],
         }
         rows.append(
             [
                 name,
                 prec,
-                layouts.get(name, "4x4"),
+                grids[name],
                 f"{cps:.0f}",
-                f"{flops[base_name] / batch / 1e9:.2f}",
+                f"{flops[name] / batch / 1e9:.2f}",
                 f"{gflops:.0f}",
-                f"{100 * gflops / peak:.0f}%",
+                f"{100 * gflops / peaks[prec]:.1f}%",
             ]
         )
     table(
-        f"2. Head training step (forward+backward+AdamW), batch {batch}, {T} frames, cached Lite0 features",
+        f"2. Head training step on {DEVICE.type} (forward+backward+AdamW), batch {batch}, {T} frames, cached "
+        "Lite0 features (fp32 NCDHW unless said)",
         ["head", "precision", "grid", "clips/s", "GFLOP/clip", "GFLOP/s", "% peak"],
         rows,
     )
@@ -283,38 +288,63 @@ def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
 
 
 def bench_full(args: argparse.Namespace) -> dict:
-    batch = 1 if args.quick else 2
-    video = torch.randn(batch, 3, T, SIZE, SIZE)
-    small = torch.randn(batch, 3, T, 112, 112)
-    models = {
-        "dymsta": build_model(ModelConfig()).eval(),
-        "tsn": build_model(ModelConfig(arch="tsn")).eval(),
-        "r2plus1d_18": build_model(ModelConfig(arch="r2plus1d_18", pretrained=False)).eval(),
-    }
+    batch = 16 if DEVICE.type == "cuda" else 1 if args.quick else 2
+    video = torch.randn(batch, 3, T, SIZE, SIZE, device=DEVICE)
+    small = torch.randn(batch, 3, T, 112, 112, device=DEVICE)
+    dymsta = build_model(ModelConfig()).eval().to(DEVICE)
+    tsn = build_model(ModelConfig(arch="tsn")).eval().to(DEVICE)
+    r2plus1d = build_model(ModelConfig(arch="r2plus1d_18", pretrained=False)).eval().to(DEVICE)
 
     def run(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
         def fn() -> None:
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.inference_mode(), autocast():
                 model(x)
 
         return fn
 
-    fns = {
-        "dymsta": run(models["dymsta"], video),
-        "tsn": run(models["tsn"], video),
-        "r2plus1d_18 (16x112x112)": run(models["r2plus1d_18"], small),
-    }
+    fns = {"dymsta": run(dymsta, video), "tsn": run(tsn, video), "r2plus1d_18 (16x112x112)": run(r2plus1d, small)}
     sec = round_robin(fns, warmup=args.warmup, repeats=args.repeats)
     ratio = sec["dymsta"] / sec["tsn"]
-    rows = [[k, f"{1000 * v:.0f}", f"{batch / v:.2f}", f"{v / sec['tsn']:.2f}x"] for k, v in sec.items()]
+    rows = [[k, f"{1000 * v:.1f}", f"{batch / v:.2f}", f"{v / sec['tsn']:.2f}x"] for k, v in sec.items()]
     table(
-        f"3. Full forward, batch {batch} x {T} frames, {SIZE}x{SIZE} (R(2+1)D: 112x112), bf16 autocast + "
-        "inference mode",
+        f"3. Full forward on {DEVICE.type}, batch {batch} x {T} frames, {SIZE}x{SIZE} (R(2+1)D: 112x112), bf16 "
+        "autocast + inference mode",
         ["model", "ms/call", "clips/s", "vs TSN"],
         rows,
     )
     print(f"DyMSTA-Net / TSN forward time: {ratio:.3f} (target <= 1.25)")
     return {"batch": batch, "seconds": sec, "dymsta_over_tsn": ratio, "target_ratio": 1.25}
+
+
+# ---------------------------------------------------------------------- accelerator sanity check
+
+
+def check_accelerator() -> dict:
+    """On a GPU: the same weights give the CPU's logits (fp32), and bf16 / fp16 autocast training is finite."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    out = {}
+    torch.manual_seed(0)
+    for kw in ({}, {"dynamic_mode": "modulate"}, {"dynamic_kernel": (3, 3, 3)}, {"arch": "tsn"}):
+        cfg = dataclasses.replace(ModelConfig(num_classes=7), **kw)
+        cpu_model = build_model(cfg).eval()
+        gpu_model = build_model(dataclasses.replace(cfg, pretrained=False)).eval().to(DEVICE)
+        gpu_model.load_state_dict(cpu_model.state_dict())
+        video = torch.randn(2, 3, T, 112, 112)
+        with torch.no_grad():
+            diff = (gpu_model(video.to(DEVICE)).cpu() - cpu_model(video)).abs().max().item()
+        finite = {}
+        for dtype in (torch.bfloat16, torch.float16):
+            gpu_model.train()
+            with torch.autocast("cuda", dtype=dtype):
+                logits = gpu_model(video.to(DEVICE))
+            logits.float().sum().backward()
+            grads = [p.grad for p in gpu_model.trainable_parameters()]
+            finite[str(dtype)] = bool(torch.isfinite(logits).all() and all(torch.isfinite(g).all() for g in grads))
+            gpu_model.zero_grad(set_to_none=True)
+        key = ",".join(f"{k}={v}" for k, v in kw.items()) or "default"
+        out[key] = {"max_abs_diff_vs_cpu_fp32": diff, "finite_autocast_train": finite}
+        print(f"accelerator check {key}: |cuda - cpu| = {diff:.2e}, autocast training finite: {finite}")
+    return out
 
 
 def main() -> None:
@@ -324,8 +354,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile takes minutes)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=RESULTS / "bench_model.json")
+    p.add_argument("--device", default="cpu", help="cpu (the reference machine) or cuda")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_model[_cuda].json)")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if args.out is None:
+        args.out = RESULTS / ("bench_model.json" if DEVICE.type == "cpu" else f"bench_model_{DEVICE.type}.json")
     args.repeats = args.repeats or (3 if args.quick else 7)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -333,16 +368,14 @@ def main() -> None:
     load_before = loadavg()
     t0 = time.perf_counter()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats), "bf16": matmul_peak(torch.bfloat16, args.repeats)}
-    print(f"matmul peak (2048^3): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    result = {
-        "machine": machine(),
-        "quick": args.quick,
-        "repeats": args.repeats,
-        "matmul_peak_gflop_per_s": peaks,
-        "backbone": bench_backbone(args, peaks),
-        "head_train_step": bench_head(args, peaks),
-        "full_forward": bench_full(args),
-    }
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    result = {"machine": machine(DEVICE), "quick": args.quick, "repeats": args.repeats}
+    if DEVICE.type == "cuda":
+        result["accelerator_check"] = check_accelerator()  # correctness first
+    result["matmul_peak_gflop_per_s"] = peaks
+    result["backbone"] = bench_backbone(args, peaks)
+    result["head_train_step"] = bench_head(args, peaks)
+    result["full_forward"] = bench_full(args)
     result["loadavg_1min"] = {"before": load_before, "after": loadavg()}
     result["seconds"] = time.perf_counter() - t0
     b = result["backbone"]

@@ -127,7 +127,8 @@ class DynamicConv3d(nn.Module):
         Returns:
             mixture: pi, ``(B, K)``, rows sum to 1. modulate: W_dynamic, ``(B, Cout)`` in (0, 2).
         """
-        logits = self.router(x.mean(dim=(2, 3, 4)))  # (B, K) or (B, Cout)
+        pooled = rearrange(x, "b c t h w -> b (t h w) c").mean(dim=1)  # (B, Cin); a view for channels-last x
+        logits = self.router(pooled)  # (B, K) or (B, Cout)
         if self.mode == "mixture":
             wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # softmax in >= fp32 under autocast
             return torch.softmax(wide / self.temperature, dim=1).to(logits.dtype)
