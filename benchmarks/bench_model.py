@@ -67,6 +67,22 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def busy_cores(seconds: float = 1.0) -> float:
+    """Cores kept busy by anything (other processes included) over ``seconds``, from /proc/stat."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except OSError:
+        return float("nan")
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
 def loadavg() -> float:
     try:
         return os.getloadavg()[0]
@@ -365,7 +381,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    load_before = loadavg()
+    load_before, busy = loadavg(), busy_cores()
+    if busy > 0.5:
+        print(
+            f"WARNING: {busy:.1f} of {os.cpu_count()} cores are busy with other work: with threads competing for "
+            "cores, OpenMP slows down many-fold; the figures below will be low (try --threads 1)",
+            flush=True,
+        )
     t0 = time.perf_counter()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats), "bf16": matmul_peak(torch.bfloat16, args.repeats)}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
@@ -377,6 +399,8 @@ def main() -> None:
     result["head_train_step"] = bench_head(args, peaks)
     result["full_forward"] = bench_full(args)
     result["loadavg_1min"] = {"before": load_before, "after": loadavg()}
+    result["busy_cores_before"] = busy
+    result["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
     result["seconds"] = time.perf_counter() - t0
     b = result["backbone"]
     print(f"\nbest backbone path: {b['best']} = {b['best_x_naive']:.1f}x naive fp32 (target >= 15x)")

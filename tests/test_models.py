@@ -13,6 +13,7 @@ from dymsta.models import (
     ModelConfig,
     ModelConfigError,
     ModelFileError,
+    ModelInputError,
     MultiScaleTemporalBlock,
     SpatioTemporalAttention,
     build_model,
@@ -184,11 +185,18 @@ def test_long_kernel_is_fine_without_the_multiscale_block() -> None:
     _cfg(temporal_kernels=(3, 5, 9), multiscale=False).validate()
 
 
+def test_bad_input_shapes_are_one_line_errors(dymsta: torch.nn.Module) -> None:
+    with pytest.raises(ModelInputError, match=r"expected video \(B, 3, T, H, W\), got shape \(3, 8, 64, 64\)"):
+        dymsta(torch.randn(3, 8, 64, 64))
+    with pytest.raises(ModelInputError, match="expected backbone features"):
+        dymsta.forward_head(torch.randn(2, 1280, 8, 16))
+
+
 def test_too_many_stages_and_too_few_frames() -> None:
     with pytest.raises(ModelConfigError, match="model.trainable_stages"):
         build_model(_cfg(trainable_stages=12))
     model = build_model(_cfg(pretrained=False))
-    with pytest.raises(ValueError, match="fewer than the longest temporal kernel"):
+    with pytest.raises(ModelInputError, match="fewer than the longest temporal kernel"):
         model.forward_head(torch.randn(1, 1280, 4, 2, 2))
 
 

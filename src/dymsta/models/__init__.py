@@ -7,7 +7,7 @@ imports the data, engine or CLI packages.
 from dymsta.models.attention import SpatioTemporalAttention
 from dymsta.models.backbone import BackboneWeightsError, FrameBackbone
 from dymsta.models.baselines import TSN, LinearProbe, VideoResNet
-from dymsta.models.config import ARCHS, ModelConfig, ModelConfigError
+from dymsta.models.config import ARCHS, ModelConfig, ModelConfigError, ModelInputError
 from dymsta.models.dymsta_net import DyMSTANet, annealed_temperature
 from dymsta.models.dynamic_conv import DynamicConv3d
 from dymsta.models.factory import ModelFileError, build_model, load_model, save_model
@@ -23,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "ModelConfigError",
     "ModelFileError",
+    "ModelInputError",
     "MultiScaleTemporalBlock",
     "SpatioTemporalAttention",
     "TSN",

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from dymsta.models.config import ModelConfigError
+from dymsta.models.config import ModelConfigError, ModelInputError
 from dymsta.utils import get_logger
 
 __all__ = [
@@ -380,7 +380,7 @@ class FrameBackbone(nn.Module):
             format channels_last_3d: a free view of the CNN's channels-last output (``.contiguous()`` for NCDHW).
         """
         if video.ndim != 5 or video.shape[1] != 3:
-            raise ValueError(f"FrameBackbone: expected video (B, 3, T, H, W), got shape {tuple(video.shape)}")
+            raise ModelInputError(f"FrameBackbone: expected video (B, 3, T, H, W), got shape {tuple(video.shape)}")
         b = video.shape[0]
         frames = rearrange(video, "b c t h w -> (b t) c h w")
         if self.channels_last:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dymsta.models.backbone import FrameBackbone
-from dymsta.models.config import ModelConfig
+from dymsta.models.config import ModelConfig, ModelInputError
 
 __all__ = ["FrameModel", "feature_input"]
 
@@ -20,7 +20,9 @@ def feature_input(feats: torch.Tensor, like: torch.Tensor, *, channels_last: boo
         channels_last: also lay the result out as channels_last_3d (what the DyMSTA head computes in).
     """
     if feats.ndim != 5:
-        raise ValueError(f"forward_head: expected backbone features (B, C, T, h, w), got shape {tuple(feats.shape)}")
+        raise ModelInputError(
+            f"forward_head: expected backbone features (B, C, T, h, w), got shape {tuple(feats.shape)}"
+        )
     device_type = feats.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else like.dtype
     fmt = torch.channels_last_3d if channels_last else torch.preserve_format

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ARCHS", "FRAME_ARCHS", "VIDEO_ARCHS", "ModelConfig", "ModelConfigError"]
+__all__ = ["ARCHS", "FRAME_ARCHS", "VIDEO_ARCHS", "ModelConfig", "ModelConfigError", "ModelInputError"]
 
 FRAME_ARCHS = ("dymsta", "tsn", "linear")  # built on a per-frame 2D backbone (feature cache possible)
 VIDEO_ARCHS = ("r2plus1d_18", "r3d_18")  # torchvision 3D CNNs on raw clips
@@ -23,6 +23,10 @@ DYNAMIC_MODES = ("mixture", "modulate")
 
 class ModelConfigError(ValueError):
     """A model setting is invalid; the message is one line that starts with the dotted key (``model.dim: ...``)."""
+
+
+class ModelInputError(ValueError):
+    """A tensor given to a model has the wrong shape (one line: which module, what it expected, what it got)."""
 
 
 @dataclass

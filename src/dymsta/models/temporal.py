@@ -14,6 +14,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from dymsta.models.config import ModelInputError
 from dymsta.models.layers import TemporalConv, TokenBatchNorm, to_tokens
 
 __all__ = ["MultiScaleTemporalBlock", "check_temporal_kernels"]
@@ -66,7 +67,7 @@ class MultiScaleTemporalBlock(nn.Module):
         """``(B, Cin, T, H, W) -> (B, Cout, H, W)``."""
         t = x.shape[2]
         if t < self.kernels[-1]:
-            raise ValueError(
+            raise ModelInputError(
                 f"MultiScaleTemporalBlock: {t} frames is fewer than the longest temporal kernel {self.kernels[-1]}"
             )
         tokens = to_tokens(x)  # (B, T, H, W, Cin)
