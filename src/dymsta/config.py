@@ -53,6 +53,8 @@ class DataConfig:
     num_frames: int = 16  # T frames per clip (TSN segments)
     size: int | None = None  # crop size; None = the backbone's native input size
     resize: int | None = None  # short side before cropping; None = size * 256 / 224
+    hflip: bool = True  # random horizontal flips when training; false where left/right is the label (synthetic)
+    crop_scale: tuple[float, float] = (0.4, 1.0)  # area range of the random resized crop when training
     test_clips: int = 1  # temporal clips per test video (multi-view testing)
     test_crops: int = 1  # spatial crops per test clip (1 = centre, 3 = left/centre/right)
     workers: int = 2  # DataLoader worker processes (0 = decode in the main process)

@@ -69,6 +69,8 @@ class VideoClipDataset(Dataset):
         seed: seed of the augment-mode views.
         backend: decoding backend (``"pyav"`` or ``"torchcodec"``).
         crop_scale: area share range of the random resized crop (train and augment modes).
+        hflip: random horizontal flips in train/augment modes; turn off when left/right is the label
+            (the synthetic set's MoveLeft/MoveRight and RotateCW/RotateCCW).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class VideoClipDataset(Dataset):
         seed: int = 0,
         backend: str = "pyav",
         crop_scale: tuple[float, float] = (0.4, 1.0),
+        hflip: bool = True,
     ) -> None:
         _check_settings(num_frames=num_frames, size=size, mode=mode, views=views, crops=crops, backend=backend)
         self.records = list(records)
@@ -98,6 +101,7 @@ class VideoClipDataset(Dataset):
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
         self.crop_scale = crop_scale
+        self.hflip = hflip
         self._bad = _BadFiles()
 
     def __len__(self) -> int:
@@ -166,8 +170,8 @@ class VideoClipDataset(Dataset):
     ) -> tuple[CropBox, bool]:
         if self._is_random(view):
             box = random_resized_crop_box(height, width, scale=self.crop_scale, rng=rng)
-            u = rng.random() if rng is not None else float(torch.rand(()))
-            return box, u < 0.5
+            u = rng.random() if rng is not None else float(torch.rand(()))  # drawn always: same RNG stream
+            return box, self.hflip and u < 0.5
         crop = view % self.crops if self.mode == "eval" else 0
         box = eval_source_box(height, width, size=self.size, resize=self.resize, index=crop, crops=self.crops)
         return box, False

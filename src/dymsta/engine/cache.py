@@ -55,6 +55,7 @@ class CacheSpec:
     crops: int
     seed: int
     dtype: str
+    augment: str = ""  # augmentation settings of "augment" views (flip, crop scale)
 
     def key(self, records: Sequence[VideoRecord]) -> str:
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())

@@ -18,8 +18,9 @@ __all__ = ["run_demo", "DEMO_SYNTH"]
 
 log = logging.getLogger(__name__)
 
-# The synthetic set the demo trains on: 8 classes (4 time-reversal / speed pairs) x 10 groups x 4 clips.
-DEMO_SYNTH = {"groups": 10, "clips_per_group": 4, "test_groups": 3, "num_frames": 32, "size": 112, "seed": 0}
+# The synthetic set the demo trains on: 8 classes (4 time-reversal / speed pairs) x 24 groups x 6 clips
+# (with 10 groups x 4 clips the head memorised the 7 training groups: test top-1 0.25 against 0.52 here).
+DEMO_SYNTH = {"groups": 24, "clips_per_group": 6, "test_groups": 3, "num_frames": 32, "size": 112, "seed": 0}
 
 
 def _ensure_synthetic(root: Path) -> None:

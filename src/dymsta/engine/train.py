@@ -100,7 +100,8 @@ class Pipeline:
     def clip_dataset(self, records: list[VideoRecord], *, mode: str, views: int = 1, crops: int = 1) -> VideoClipDataset:
         d = self.cfg.data
         return VideoClipDataset(records, num_frames=d.num_frames, size=self.size, mean=self.model.mean,
-                                std=self.model.std, mode=mode, views=views, crops=crops, resize=d.resize, seed=d.seed)
+                                std=self.model.std, mode=mode, views=views, crops=crops, resize=d.resize, seed=d.seed,
+                                hflip=d.hflip, crop_scale=d.crop_scale)
 
     def cache_dir(self) -> Path:
         return Path(self.cfg.cache.dir) if self.cfg.cache.dir else self.run_dir.parent / "cache"
@@ -110,7 +111,8 @@ class Pipeline:
         d, c = self.cfg.data, self.cfg.cache
         clips = self.clip_dataset(records, mode=mode, views=views, crops=crops)
         spec = CacheSpec(backbone=self.model.backbone.fingerprint(), num_frames=d.num_frames, size=self.size,
-                         resize=d.resize, mode=mode, views=views, crops=crops, seed=d.seed, dtype=c.dtype)
+                         resize=d.resize, mode=mode, views=views, crops=crops, seed=d.seed, dtype=c.dtype,
+                         augment=f"hflip={d.hflip},scale={list(d.crop_scale)}" if mode == "augment" else "")
         return get_or_build_cache(name, self.model.backbone, clips, self.cache_dir(), spec=spec,
                                   batch_size=c.batch_size, workers=d.workers, device=self.device,
                                   amp_dtype=self.amp_dtype)
