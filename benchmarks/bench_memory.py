@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -64,6 +65,13 @@ def child(store: str, classes: int, batch: int) -> None:
     print(json.dumps({"peak_rss_mib": round(peak, 1), "seconds": round(time.time() - t0, 2)}))
 
 
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=256, help="videos at 1x (4x is measured too)")
@@ -90,7 +98,7 @@ def main() -> None:
     ratio = results[1]["peak_rss_mib"] / results[0]["peak_rss_mib"]
     print(f"peak RSS 4x / 1x = {ratio:.3f}")
     RESULTS.mkdir(exist_ok=True)
-    record = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+    record = {"machine": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
               "results": results, "rss_ratio_4x_over_1x": round(ratio, 3)}
     (RESULTS / "bench_memory.json").write_text(json.dumps(record, indent=2))
 
