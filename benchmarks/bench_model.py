@@ -369,7 +369,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed calls per variant (default 7, quick 3)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile takes minutes)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads: a number, or 'auto' = the cores other work leaves idle at the start (>= 1)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (the reference machine) or cuda")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_model[_cuda].json)")
     args = p.parse_args()
@@ -378,14 +382,16 @@ def main() -> None:
     if args.out is None:
         args.out = RESULTS / ("bench_model.json" if DEVICE.type == "cpu" else f"bench_model_{DEVICE.type}.json")
     args.repeats = args.repeats or (3 if args.quick else 7)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load_before, busy = loadavg(), busy_cores()
+    cores = os.cpu_count() or 1
+    threads = max(1, round(cores - busy)) if args.threads == "auto" else int(args.threads)
+    if DEVICE.type == "cpu":
+        torch.set_num_threads(threads)
     if busy > 0.5:
         print(
-            f"WARNING: {busy:.1f} of {os.cpu_count()} cores are busy with other work: with threads competing for "
-            "cores, OpenMP slows down many-fold; the figures below will be low (try --threads 1)",
+            f"WARNING: {busy:.1f} of {cores} cores are busy with other work; running on {torch.get_num_threads()} "
+            "thread(s): OpenMP threads that compete with another process for a core slow down many-fold",
             flush=True,
         )
     t0 = time.perf_counter()
@@ -400,6 +406,7 @@ def main() -> None:
     result["full_forward"] = bench_full(args)
     result["loadavg_1min"] = {"before": load_before, "after": loadavg()}
     result["busy_cores_before"] = busy
+    result["torch_threads"] = torch.get_num_threads()
     result["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
     result["seconds"] = time.perf_counter() - t0
     b = result["backbone"]
