@@ -66,6 +66,9 @@ def test_export_failure_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(ExportError, match="not found"):
         check_onnx(model, tmp_path / "m.onnx", torch.randn(1, 3, 8, 32, 32))
+    path = export_onnx(model, tmp_path / "ok.onnx", size=32)
+    with pytest.raises(ExportError, match=r"onnxruntime could not run .*ok\.onnx"):
+        check_onnx(model, path, torch.randn(1, 3, 8, 48, 48))  # the graph was exported for 32x32
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from dymsta.models.baselines import TSN, LinearProbe, VideoResNet
 from dymsta.models.config import ARCHS, ModelConfig, ModelConfigError, ModelInputError
 from dymsta.models.dymsta_net import DyMSTANet, annealed_temperature
 from dymsta.models.dynamic_conv import DynamicConv3d
+from dymsta.models.export import ExportError, check_onnx, export_onnx
 from dymsta.models.factory import ModelFileError, build_model, load_model, save_model
 from dymsta.models.temporal import MultiScaleTemporalBlock
 
@@ -18,6 +19,7 @@ __all__ = [
     "BackboneWeightsError",
     "DyMSTANet",
     "DynamicConv3d",
+    "ExportError",
     "FrameBackbone",
     "LinearProbe",
     "ModelConfig",
@@ -30,6 +32,8 @@ __all__ = [
     "VideoResNet",
     "annealed_temperature",
     "build_model",
+    "check_onnx",
+    "export_onnx",
     "load_model",
     "save_model",
 ]

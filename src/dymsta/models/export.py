@@ -143,6 +143,9 @@ def check_onnx(model: nn.Module, path: str | Path, video: torch.Tensor) -> float
             expected = model(video).float().cpu().numpy()
     finally:
         model.train(was_training)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(["logits"], {"video": video.float().cpu().numpy()})
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (got,) = session.run(["logits"], {"video": video.float().cpu().numpy()})
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types
+        raise ExportError(f"onnxruntime could not run {path}: {e}".split("\n")[0][:400]) from None
     return float(abs(got - expected).max())
