@@ -36,9 +36,18 @@ def make_store(path: Path, videos: int, views: int, shape: tuple[int, ...], clas
     mm.flush()
     offset = mm.offset
     del mm
-    index = {"key": "bench", "spec": {}, "video_ids": [f"v{i}" for i in range(videos)],
-             "labels": [i % classes for i in range(videos)], "views": views, "valid": [True] * rows,
-             "row_shape": list(shape), "dtype": "float16", "data_offset": offset, "complete": True}
+    index = {
+        "key": "bench",
+        "spec": {},
+        "video_ids": [f"v{i}" for i in range(videos)],
+        "labels": [i % classes for i in range(videos)],
+        "views": views,
+        "valid": [True] * rows,
+        "row_shape": list(shape),
+        "dtype": "float16",
+        "data_offset": offset,
+        "complete": True,
+    }
     (path / "index.json").write_text(json.dumps(index))
 
 
@@ -57,10 +66,15 @@ def child(store: str, classes: int, batch: int) -> None:
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate_features)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
     t0 = time.time()
-    train_one_epoch(HeadNet(model), loader, opt, device=torch.device("cpu"), global_batch_size=batch,
-                    amp_dtype=torch.bfloat16)
-    evaluate(HeadNet(model), torch.utils.data.DataLoader(data, batch_size=batch, collate_fn=collate_features),
-             device=torch.device("cpu"), amp_dtype=torch.bfloat16)
+    train_one_epoch(
+        HeadNet(model), loader, opt, device=torch.device("cpu"), global_batch_size=batch, amp_dtype=torch.bfloat16
+    )
+    evaluate(
+        HeadNet(model),
+        torch.utils.data.DataLoader(data, batch_size=batch, collate_fn=collate_features),
+        device=torch.device("cpu"),
+        amp_dtype=torch.bfloat16,
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mib": round(peak, 1), "seconds": round(time.time() - t0, 2)}))
 
@@ -88,18 +102,29 @@ def main() -> None:
         for scale in (1, 4):
             store = Path(tmp) / f"x{scale}"
             make_store(store, videos * scale, views, shape, classes)
-            out = subprocess.run([sys.executable, __file__, "--child", str(store), str(classes), str(batch)],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(store), str(classes), str(batch)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             res = json.loads(out.strip().splitlines()[-1])
             size_mib = (store / "features.npy").stat().st_size / 2**20
             results.append({"scale": scale, "videos": videos * scale, "cache_mib": round(size_mib, 1), **res})
-            print(f"{scale}x  {videos * scale:6d} videos  cache {size_mib:8.1f} MiB  peak RSS {res['peak_rss_mib']:8.1f} "
-                  f"MiB  epoch+eval {res['seconds']:.1f} s")
+            print(
+                f"{scale}x  {videos * scale:6d} videos  cache {size_mib:8.1f} MiB  peak RSS {res['peak_rss_mib']:8.1f} "
+                f"MiB  epoch+eval {res['seconds']:.1f} s"
+            )
     ratio = results[1]["peak_rss_mib"] / results[0]["peak_rss_mib"]
     print(f"peak RSS 4x / 1x = {ratio:.3f}")
     RESULTS.mkdir(exist_ok=True)
-    record = {"machine": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-              "results": results, "rss_ratio_4x_over_1x": round(ratio, 3)}
+    record = {
+        "machine": _cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "results": results,
+        "rss_ratio_4x_over_1x": round(ratio, 3),
+    }
     (RESULTS / "bench_memory.json").write_text(json.dumps(record, indent=2))
 
 

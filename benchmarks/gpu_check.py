@@ -67,9 +67,12 @@ def head_steps() -> dict:
             losses.append(loss.detach())
 
         sec = timed(step, warmup=5, repeats=20)
-        out[name] = {"clips_per_s": round(batch / sec, 1), "step_ms": round(sec * 1e3, 2),
-                     "loss_finite": bool(torch.isfinite(torch.stack(losses)).all()),
-                     "loss_first_last": [round(float(losses[0]), 4), round(float(losses[-1]), 4)]}
+        out[name] = {
+            "clips_per_s": round(batch / sec, 1),
+            "step_ms": round(sec * 1e3, 2),
+            "loss_finite": bool(torch.isfinite(torch.stack(losses)).all()),
+            "loss_first_last": [round(float(losses[0]), 4), round(float(losses[-1]), 4)],
+        }
         print("head", name, out[name], flush=True)
     return out
 
@@ -101,19 +104,33 @@ def short_runs(work: Path) -> dict:
     t0 = time.time()
     main(["synth", str(data), "--groups", "10", "--clips-per-group", "4"])
     out["synth_seconds"] = round(time.time() - t0, 1)
-    common = ["--config", "demo", "--set", f"data.root={data}", "--set", "train.device=cuda",
-              "--set", "data.workers=8", "--set", f"cache.dir={work / 'cache'}"]
+    common = [
+        "--config",
+        "demo",
+        "--set",
+        f"data.root={data}",
+        "--set",
+        "train.device=cuda",
+        "--set",
+        "data.workers=8",
+        "--set",
+        f"cache.dir={work / 'cache'}",
+    ]
     runs = {
         "bf16_cached": ["--set", "train.amp=bf16", "--set", "train.epochs=30"],
-        "fp16_through_backbone": ["--set", "train.amp=fp16", "--set", "cache.enabled=false",
-                                  "--set", "train.epochs=3"],
+        "fp16_through_backbone": ["--set", "train.amp=fp16", "--set", "cache.enabled=false", "--set", "train.epochs=3"],
     }
     for name, extra in runs.items():
         t0 = time.time()
         rc = main(["train", *common, *extra, "--out", str(work / name)])
         summary = json.loads((work / name / "summary.json").read_text())
-        out[name] = {"rc": rc, "seconds": round(time.time() - t0, 1), "test": summary.get("test"),
-                     "cache_seconds": summary.get("cache_seconds"), "train_seconds": summary.get("train_seconds")}
+        out[name] = {
+            "rc": rc,
+            "seconds": round(time.time() - t0, 1),
+            "test": summary.get("test"),
+            "cache_seconds": summary.get("cache_seconds"),
+            "train_seconds": summary.get("train_seconds"),
+        }
         print("run", name, out[name], flush=True)
     return out
 
@@ -128,8 +145,11 @@ def main_() -> None:
         raise SystemExit("gpu_check: no CUDA device")
     torch.backends.cudnn.benchmark = True
     result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version()}
-    for name, fn in [("head_step", head_steps), ("backbone_frames_per_s", backbone_speed),
-                     ("short_runs", lambda: short_runs(Path("/tmp/dymsta_gpu")))]:
+    for name, fn in [
+        ("head_step", head_steps),
+        ("backbone_frames_per_s", backbone_speed),
+        ("short_runs", lambda: short_runs(Path("/tmp/dymsta_gpu"))),
+    ]:
         try:
             result[name] = fn()
         except Exception as e:  # record and go on: one failing section must not lose the others

@@ -30,8 +30,10 @@ def test_paper_recipe_matches_the_paper() -> None:
 
 
 def test_overrides_are_typed_and_dotted(tmp_path: Path) -> None:
-    cfg = load_config(recipe_path("demo"), ["train.epochs=3", "model.temporal_kernels=[1,3,5]", "data.root=/x/y",
-                                            "optim.lr=5e-4", "model.dynamic=false"])
+    cfg = load_config(
+        recipe_path("demo"),
+        ["train.epochs=3", "model.temporal_kernels=[1,3,5]", "data.root=/x/y", "optim.lr=5e-4", "model.dynamic=false"],
+    )
     assert cfg.train.epochs == 3
     assert cfg.model.temporal_kernels == (1, 3, 5)
     assert cfg.data.root == "/x/y"

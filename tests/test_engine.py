@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from dymsta.cli import main
 from dymsta.config import load_config
-from dymsta.data import VideoClipDataset, collate_clips
+from dymsta.data import collate_clips
 from dymsta.data.synth import SYNTH_CLASSES, generate_synthetic
 from dymsta.engine.cache import CachedClips, CacheSpec, get_or_build_cache
 from dymsta.engine.loops import EpochBatchSampler, NonFiniteLossError, collate_features, train_one_epoch
@@ -32,8 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 classes x 4 groups x 2 clips of 16 frames at 64x64 (real MPEG-4 AVI files, UCF101 layout)."""
     root = tmp_path_factory.mktemp("synth")
-    generate_synthetic(root, classes=list(SYNTH_CLASSES[:4]), groups=4, clips_per_group=2, test_groups=1,
-                       num_frames=16, size=64, seed=0)
+    generate_synthetic(
+        root,
+        classes=list(SYNTH_CLASSES[:4]),
+        groups=4,
+        clips_per_group=2,
+        test_groups=1,
+        num_frames=16,
+        size=64,
+        seed=0,
+    )
     return root
 
 
@@ -43,22 +51,47 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_overrides(root: Path, cache: Path, *extra: str) -> list[str]:
-    return [f"data.root={root}", "data.num_frames=8", "data.size=64", "data.workers=0", "data.val_fraction=0.34",
-            "model.dim=32", "model.temporal_kernels=[1,3,5]", "train.epochs=2", "train.batch_size=8",
-            f"cache.dir={cache}", "cache.train_views=2", "cache.batch_size=8", *extra]
+    return [
+        f"data.root={root}",
+        "data.num_frames=8",
+        "data.size=64",
+        "data.workers=0",
+        "data.val_fraction=0.34",
+        "model.dim=32",
+        "model.temporal_kernels=[1,3,5]",
+        "train.epochs=2",
+        "train.batch_size=8",
+        f"cache.dir={cache}",
+        "cache.train_views=2",
+        "cache.batch_size=8",
+        *extra,
+    ]
 
 
 def tiny_cfg(root: Path, cache: Path, *extra: str):
     return load_config(REPO / "configs" / "demo.yaml", tiny_overrides(root, cache, *extra))
 
 
-def test_train_writes_the_whole_run(synth_root: Path, cache_dir: Path, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture) -> None:
+def test_train_writes_the_whole_run(
+    synth_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     summary = train(tiny_cfg(synth_root, cache_dir), run)
-    for name in ["config.yaml", "index.json", "metrics.csv", "report.json", "report.md", "summary.json",
-                 "checkpoints/best.safetensors", "checkpoints/last.safetensors", "checkpoints/state.safetensors",
-                 "plots/accuracy.png", "plots/loss.png", "plots/lr.png", "plots/confusion_matrix.png"]:
+    for name in [
+        "config.yaml",
+        "index.json",
+        "metrics.csv",
+        "report.json",
+        "report.md",
+        "summary.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.safetensors",
+        "checkpoints/state.safetensors",
+        "plots/accuracy.png",
+        "plots/loss.png",
+        "plots/lr.png",
+        "plots/confusion_matrix.png",
+    ]:
         assert (run / name).is_file(), name
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -99,8 +132,17 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_pa
     cfg = tiny_cfg(synth_root, cache)
     p = build_pipeline(cfg, tmp_path / "run")
     clips = p.clip_dataset(p.splits.val, mode="eval")
-    spec = CacheSpec(backbone=p.model.backbone.fingerprint(), num_frames=8, size=64, resize=None, mode="eval",
-                     views=1, crops=1, seed=0, dtype="float16")
+    spec = CacheSpec(
+        backbone=p.model.backbone.fingerprint(),
+        num_frames=8,
+        size=64,
+        resize=None,
+        mode="eval",
+        views=1,
+        crops=1,
+        seed=0,
+        dtype="float16",
+    )
     kw = {"batch_size": 4, "workers": 0, "device": torch.device("cpu"), "amp_dtype": torch.bfloat16}
     first = get_or_build_cache("val", p.model.backbone, clips, cache, spec=spec, **kw)
     stamp = (first.path / "features.npy").stat().st_mtime_ns
@@ -108,8 +150,9 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_pa
     assert again.path == first.path and (again.path / "features.npy").stat().st_mtime_ns == stamp  # reused
     assert first.row(0).dtype.name == "float16" and first.row(0).shape[1] == 8  # (Cb, T, h, w)
 
-    other = get_or_build_cache("val", p.model.backbone, clips, cache,
-                               spec=CacheSpec(**{**spec.__dict__, "views": 1, "seed": 1}), **kw)
+    other = get_or_build_cache(
+        "val", p.model.backbone, clips, cache, spec=CacheSpec(**{**spec.__dict__, "views": 1, "seed": 1}), **kw
+    )
     assert other.path != first.path  # any setting change -> a new cache
     video = Path(p.splits.val[0].path)
     os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))  # a changed file -> a new key
@@ -120,8 +163,17 @@ def test_interrupted_cache_build_never_looks_complete(synth_root: Path, tmp_path
     cfg = tiny_cfg(synth_root, tmp_path / "cache")
     p = build_pipeline(cfg, tmp_path / "run")
     clips = p.clip_dataset(p.splits.val, mode="eval")
-    spec = CacheSpec(backbone=p.model.backbone.fingerprint(), num_frames=8, size=64, resize=None, mode="eval",
-                     views=1, crops=1, seed=0, dtype="float16")
+    spec = CacheSpec(
+        backbone=p.model.backbone.fingerprint(),
+        num_frames=8,
+        size=64,
+        resize=None,
+        mode="eval",
+        views=1,
+        crops=1,
+        seed=0,
+        dtype="float16",
+    )
 
     class Boom(torch.nn.Module):
         def __init__(self) -> None:
@@ -148,10 +200,28 @@ def test_training_from_cache_equals_training_through_the_backbone(synth_root: Pa
     p = build_pipeline(cfg, tmp_path / "run")
     records = p.splits.train
     clips = p.clip_dataset(records, mode="eval")  # deterministic views, so both paths see the same pixels
-    spec = CacheSpec(backbone=p.model.backbone.fingerprint(), num_frames=8, size=64, resize=None, mode="eval",
-                     views=1, crops=1, seed=0, dtype="float32")
-    store = get_or_build_cache("train-eval", p.model.backbone, clips, tmp_path / "cache", spec=spec, batch_size=4,
-                               workers=0, device=torch.device("cpu"), amp_dtype=None)
+    spec = CacheSpec(
+        backbone=p.model.backbone.fingerprint(),
+        num_frames=8,
+        size=64,
+        resize=None,
+        mode="eval",
+        views=1,
+        crops=1,
+        seed=0,
+        dtype="float32",
+    )
+    store = get_or_build_cache(
+        "train-eval",
+        p.model.backbone,
+        clips,
+        tmp_path / "cache",
+        spec=spec,
+        batch_size=4,
+        workers=0,
+        device=torch.device("cpu"),
+        amp_dtype=None,
+    )
     feats = CachedClips(store, per_video=False)
 
     def run(dataset, collate, net_of) -> dict[str, torch.Tensor]:
@@ -178,8 +248,16 @@ def test_training_from_cache_equals_training_through_the_backbone(synth_root: Pa
 
 
 def test_tiny_overfit_reaches_full_train_accuracy(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(synth_root, cache_dir, "train.epochs=40", "optim.lr=0.003", "optim.scheduler=none",
-                   "train.label_smoothing=0", "model.dropout=0", "data.val_fraction=0")
+    cfg = tiny_cfg(
+        synth_root,
+        cache_dir,
+        "train.epochs=40",
+        "optim.lr=0.003",
+        "optim.scheduler=none",
+        "train.label_smoothing=0",
+        "model.dropout=0",
+        "data.val_fraction=0",
+    )
     train(cfg, tmp_path / "run")
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert max(float(r["train_acc"]) for r in rows) == 1.0
@@ -195,8 +273,9 @@ def test_unreadable_video_is_counted_not_fatal(synth_root: Path, cache_dir: Path
     assert victim.name in json.dumps(summary["unreadable"])
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_root: Path, cache_dir: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    synth_root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import dymsta.engine.train as engine_train
 
     real_build = engine_train.build_model
@@ -242,8 +321,17 @@ def _rows(run: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     epochs = 30
-    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--set", "train.threads=1",
-            "--set", "train.deterministic=true", "--set", f"train.epochs={epochs}"]
+    args = [
+        "train",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--set",
+        "train.threads=1",
+        "--set",
+        "train.deterministic=true",
+        "--set",
+        f"train.epochs={epochs}",
+    ]
     for o in tiny_overrides(synth_root, cache_dir):
         args += ["--set", o] if not o.startswith("train.epochs") else []
     full = tmp_path / "full"
@@ -267,16 +355,29 @@ def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: P
     a, b = _weights(full), _weights(killed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert json.loads((killed / "report.json").read_text())["accuracy"] == \
-        json.loads((full / "report.json").read_text())["accuracy"]
+    assert (
+        json.loads((killed / "report.json").read_text())["accuracy"]
+        == json.loads((full / "report.json").read_text())["accuracy"]
+    )
 
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one_process(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     assert torchrun, "torchrun not found"
-    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--set", "train.threads=1",
-            "--set", "model.dropout=0", "--set", "train.epochs=3", "--set", "train.amp=none"]
+    args = [
+        "train",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--set",
+        "train.threads=1",
+        "--set",
+        "model.dropout=0",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.amp=none",
+    ]
     for o in tiny_overrides(synth_root, cache_dir):
         args += ["--set", o] if not o.startswith("train.epochs") else []
     single = tmp_path / "single"

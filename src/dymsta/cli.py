@@ -41,8 +41,14 @@ def recipe_path(name: str) -> Path:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML recipe: a path or a shipped name (e.g. ucf101_split1)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set data.root=/data/UCF101 --set train.epochs=20")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.root=/data/UCF101 --set train.epochs=20",
+    )
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
 
 
@@ -65,8 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--views", type=int, default=None, help="temporal clips per video (default: the run's)")
     p.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: the run's)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the stored config, e.g. --set data.root=/other/copy")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the stored config, e.g. --set data.root=/other/copy",
+    )
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/eval-SPLIT-VIEWSxCROPS)")
 
     p = sub.add_parser("predict", help="class probabilities for video files")
@@ -101,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def _run_dir(args: argparse.Namespace, config: Path) -> Path:
@@ -117,8 +132,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(load_config(config, args.overrides), _run_dir(args, config), resume=args.resume)
     if "test" in summary:
         t = summary["test"]
-        print(f"test: top-1 {t['accuracy']:.4f}  top-5 {t['top5_accuracy']:.4f}  macro F1 {t['macro_f1']:.4f}  "
-              f"({t['num_videos']} videos, {t['num_skipped']} skipped)  -> {summary['run_dir']}")
+        print(
+            f"test: top-1 {t['accuracy']:.4f}  top-5 {t['top5_accuracy']:.4f}  macro F1 {t['macro_f1']:.4f}  "
+            f"({t['num_videos']} videos, {t['num_skipped']} skipped)  -> {summary['run_dir']}"
+        )
     return 0
 
 
@@ -126,8 +143,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dymsta.engine.inference import evaluate_checkpoint
     from dymsta.reports import format_table1
 
-    report = evaluate_checkpoint(args.checkpoint, split=args.split, views=args.views, crops=args.crops,
-                                 overrides=args.overrides, out=args.out)
+    report = evaluate_checkpoint(
+        args.checkpoint, split=args.split, views=args.views, crops=args.crops, overrides=args.overrides, out=args.out
+    )
     print(format_table1(report))
     return 0
 
@@ -135,11 +153,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dymsta.engine.inference import predict_videos
 
-    preds = predict_videos(args.checkpoint, args.videos, top_k=args.top_k, views=args.views,
-                           explain_dir=args.explain, device=args.device)
+    preds = predict_videos(
+        args.checkpoint, args.videos, top_k=args.top_k, views=args.views, explain_dir=args.explain, device=args.device
+    )
     if args.json:
-        print(json.dumps([{"video": p.path, "top": [{"class": c, "prob": round(s, 6)} for c, s in p.top],
-                           "error": p.error} for p in preds], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"video": p.path, "top": [{"class": c, "prob": round(s, 6)} for c, s in p.top], "error": p.error}
+                    for p in preds
+                ],
+                indent=2,
+            )
+        )
     else:
         for p in preds:
             if p.error:
@@ -162,11 +188,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
     from dymsta.engine.inference import resolve_checkpoint
     from dymsta.models import load_model
     from dymsta.models.export import check_onnx, export_onnx
-
-    import torch
 
     ckpt, _ = resolve_checkpoint(args.checkpoint)
     model, _ = load_model(ckpt)
@@ -182,9 +208,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from dymsta.data.synth import generate_synthetic
 
-    out = generate_synthetic(args.out, groups=args.groups, clips_per_group=args.clips_per_group,
-                             test_groups=args.test_groups, num_frames=args.frames, size=args.size, seed=args.seed,
-                             progress=True)
+    out = generate_synthetic(
+        args.out,
+        groups=args.groups,
+        clips_per_group=args.clips_per_group,
+        test_groups=args.test_groups,
+        num_frames=args.frames,
+        size=args.size,
+        seed=args.seed,
+        progress=True,
+    )
     print(f"wrote synthetic dataset to {out}")
     return 0
 
@@ -196,8 +229,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
-            "extract": cmd_extract, "export": cmd_export, "synth": cmd_synth}
+COMMANDS = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "extract": cmd_extract,
+    "export": cmd_export,
+    "synth": cmd_synth,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +263,15 @@ def _is_user_error(e: Exception) -> bool:
     from dymsta.engine.loops import NonFiniteLossError
     from dymsta.models import BackboneWeightsError
 
-    user = (ConfigError, DatasetError, VideoDecodeError, CheckpointError, NonFiniteLossError, BackboneWeightsError,
-            FileNotFoundError, FileExistsError, PermissionError)
+    user = (
+        ConfigError,
+        DatasetError,
+        VideoDecodeError,
+        CheckpointError,
+        NonFiniteLossError,
+        BackboneWeightsError,
+        FileNotFoundError,
+        FileExistsError,
+        PermissionError,
+    )
     return isinstance(e, user) or (isinstance(e, ValueError) and len(str(e).splitlines()) == 1)

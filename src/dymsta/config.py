@@ -207,8 +207,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         item_tp = args[0] if args else Any
         if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
             raise ConfigError(f"{key} must have {len(args)} items, got {len(value)}")
-        items = [_coerce(v, item_tp if origin is list or args[-1] is Ellipsis else args[i], key) for i, v in
-                 enumerate(value)]
+        items = [
+            _coerce(v, item_tp if origin is list or args[-1] is Ellipsis else args[i], key) for i, v in enumerate(value)
+        ]
         return tuple(items) if origin is tuple else items
     if tp is Any:
         return value

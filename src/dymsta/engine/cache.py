@@ -210,8 +210,13 @@ def build_feature_cache(
     row_bytes = int(np.prod(row_shape)) * dtype.itemsize
 
     my_rows = D.shard(list(range(n_rows)))
-    loader = DataLoader(_Rows(clips, my_rows), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate_rows, persistent_workers=False)
+    loader = DataLoader(
+        _Rows(clips, my_rows),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate_rows,
+        persistent_workers=False,
+    )
     valid = np.zeros(n_rows, dtype=bool)
     fd = os.open(data_file, os.O_WRONLY)
     try:
@@ -250,8 +255,16 @@ def build_feature_cache(
 
 
 def get_or_build_cache(
-    name: str, backbone: torch.nn.Module, clips: VideoClipDataset, cache_dir: Path, *, spec: CacheSpec,
-    batch_size: int, workers: int, device: torch.device, amp_dtype: torch.dtype | None,
+    name: str,
+    backbone: torch.nn.Module,
+    clips: VideoClipDataset,
+    cache_dir: Path,
+    *,
+    spec: CacheSpec,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
 ) -> FeatureStore:
     """Reuse the cache for ``clips`` if one with the same key is complete, else build it."""
     key = spec.key(clips.records)
@@ -260,8 +273,18 @@ def get_or_build_cache(
     if index.is_file() and json.loads(index.read_text()).get("complete"):
         log.info("feature cache %s: reusing %s", name, out)
         return FeatureStore(out)
-    return build_feature_cache(backbone, clips, out, spec=spec, key=key, batch_size=batch_size, workers=workers,
-                               device=device, amp_dtype=amp_dtype, desc=f"caching {name}")
+    return build_feature_cache(
+        backbone,
+        clips,
+        out,
+        spec=spec,
+        key=key,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        amp_dtype=amp_dtype,
+        desc=f"caching {name}",
+    )
 
 
 def _npy_data_offset(path: Path) -> int:

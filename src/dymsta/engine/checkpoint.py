@@ -98,8 +98,12 @@ def save_training_state(
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
-    meta = {"format": "dymsta-train-state-1", "info": json.dumps(info), "optim": json.dumps(opt_rest),
-            "rng": json.dumps(rng_state())}
+    meta = {
+        "format": "dymsta-train-state-1",
+        "info": json.dumps(info),
+        "optim": json.dumps(opt_rest),
+        "rng": json.dumps(rng_state()),
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 

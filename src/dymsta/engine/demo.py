@@ -56,9 +56,11 @@ def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     total = time.time() - t0
     t = summary.get("test", {})
     print(f"\n== dymsta demo finished in {total / 60:.1f} min (synthetic data {t_synth:.0f} s) ==")
-    print(f"test top-1 {t.get('accuracy', float('nan')):.4f}  top-5 {t.get('top5_accuracy', float('nan')):.4f}  "
-          f"macro F1 {t.get('macro_f1', float('nan')):.4f} on {t.get('num_videos', 0)} videos "
-          f"(chance {1 / len(json.loads((run_dir / 'report.json').read_text())['class_names']):.3f})")
+    print(
+        f"test top-1 {t.get('accuracy', float('nan')):.4f}  top-5 {t.get('top5_accuracy', float('nan')):.4f}  "
+        f"macro F1 {t.get('macro_f1', float('nan')):.4f} on {t.get('num_videos', 0)} videos "
+        f"(chance {1 / len(json.loads((run_dir / 'report.json').read_text())['class_names']):.3f})"
+    )
     print(f"report: {run_dir / 'report.md'}   plots: {run_dir / 'plots'}")
     print(f"predict {clip.name}:")
     for name, prob in pred.top:

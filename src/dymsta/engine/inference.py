@@ -41,14 +41,20 @@ def _load(ckpt: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, 
     model, meta = load_model(ckpt, map_location=device)
     model.eval()
     run_config = json.loads(meta["run_config"]) if "run_config" in meta else None
-    classes = json.loads(meta["class_names"]) if "class_names" in meta else [str(i) for i in
-                                                                                 range(model.cfg.num_classes)]
+    classes = (
+        json.loads(meta["class_names"]) if "class_names" in meta else [str(i) for i in range(model.cfg.num_classes)]
+    )
     return model, run_config, classes
 
 
 def evaluate_checkpoint(
-    path: str | Path, *, split: str = "test", views: int | None = None, crops: int | None = None,
-    overrides: list[str] | None = None, out: str | Path | None = None,
+    path: str | Path,
+    *,
+    split: str = "test",
+    views: int | None = None,
+    crops: int | None = None,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a split of the dataset it was trained on (``data.root=...`` may move it).
 
@@ -64,8 +70,10 @@ def evaluate_checkpoint(
     crops = crops or cfg.data.test_crops
     p = build_pipeline(cfg, run_dir, model=model)
     if p.splits.class_names != classes:
-        raise ValueError(f"the dataset's classes ({len(p.splits.class_names)}) differ from the checkpoint's "
-                         f"({len(classes)}); check data.root / data.kind")
+        raise ValueError(
+            f"the dataset's classes ({len(p.splits.class_names)}) differ from the checkpoint's "
+            f"({len(classes)}); check data.root / data.kind"
+        )
     records = {"test": p.splits.test, "val": p.splits.val, "train": p.splits.train}.get(split)
     if records is None:
         raise ValueError(f"--split must be test, val or train; got {split!r}")
@@ -86,8 +94,13 @@ class Prediction:
 
 @torch.no_grad()
 def predict_videos(
-    checkpoint: str | Path, videos: list[str | Path], *, top_k: int = 5, views: int = 1,
-    explain_dir: str | Path | None = None, device: str = "auto",
+    checkpoint: str | Path,
+    videos: list[str | Path],
+    *,
+    top_k: int = 5,
+    views: int = 1,
+    explain_dir: str | Path | None = None,
+    device: str = "auto",
 ) -> list[Prediction]:
     """Class probabilities for each video (averaged over ``views`` temporal clips).
 
@@ -107,10 +120,24 @@ def predict_videos(
         except VideoDecodeError as e:
             results.append(Prediction(str(path), [], str(e)))
             continue
-        record = VideoRecord(path=str(Path(path).resolve()), label=0, video_id=str(path), group="",
-                             num_frames=info.num_frames, fps=info.fps)
-        clips = VideoClipDataset([record], num_frames=data["num_frames"], size=size, mean=model.mean, std=model.std,
-                                 mode="eval", views=views, resize=data.get("resize"))
+        record = VideoRecord(
+            path=str(Path(path).resolve()),
+            label=0,
+            video_id=str(path),
+            group="",
+            num_frames=info.num_frames,
+            fps=info.fps,
+        )
+        clips = VideoClipDataset(
+            [record],
+            num_frames=data["num_frames"],
+            size=size,
+            mean=model.mean,
+            std=model.std,
+            mode="eval",
+            views=views,
+            resize=data.get("resize"),
+        )
         items = [clips[i] for i in range(len(clips))]
         if any(item is None for item in items):
             results.append(Prediction(str(path), [], f"{path}: could not decode the sampled frames"))
@@ -126,8 +153,9 @@ def predict_videos(
     return results
 
 
-def _explain(model: torch.nn.Module, clip: torch.Tensor, record: VideoRecord, num_frames: int, out_dir: Path,
-             label: str) -> Path | None:
+def _explain(
+    model: torch.nn.Module, clip: torch.Tensor, record: VideoRecord, num_frames: int, out_dir: Path, label: str
+) -> Path | None:
     """Attention maps of the first view over its frames, as a PNG."""
     if getattr(model, "backbone", None) is None or not getattr(model.cfg, "attention", False):
         log.warning("--explain needs DyMSTA-Net with attention; skipped")
@@ -138,6 +166,10 @@ def _explain(model: torch.nn.Module, clip: torch.Tensor, record: VideoRecord, nu
     indices = segment_indices(record.num_frames, num_frames, mode="eval")
     frames = read_frames(record.path, indices)  # (T, H, W, 3) uint8
     out = out_dir / f"{Path(record.path).stem}_attention.png"
-    return plot_attention(frames, maps["temporal"][0].float().cpu().numpy(), maps["spatial"][0].float().cpu().numpy(),
-                          out, title=f"{Path(record.path).name}: {label}")
-
+    return plot_attention(
+        frames,
+        maps["temporal"][0].float().cpu().numpy(),
+        maps["spatial"][0].float().cpu().numpy(),
+        out,
+        title=f"{Path(record.path).name}: {label}",
+    )

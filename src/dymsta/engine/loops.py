@@ -108,8 +108,10 @@ def train_one_epoch(
         losses = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing)
         loss = losses.sum() * D.world_size() / global_batch_size
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"training loss is {loss.item()} (non-finite); stopping. The last good checkpoint "
-                                     "is kept; lower optim.lr or set train.amp=none")
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} (non-finite); stopping. The last good checkpoint "
+                "is kept; lower optim.lr or set train.amp=none"
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -127,8 +129,12 @@ def train_one_epoch(
         correct += float((logits.argmax(1) == y).sum())
         samples += len(y)
     loss_sum, correct, samples, skipped = D.all_reduce_sum([loss_sum, correct, samples, skipped], device)
-    return {"loss": loss_sum / max(samples, 1), "acc": correct / max(samples, 1), "samples": samples,
-            "skipped": skipped}
+    return {
+        "loss": loss_sum / max(samples, 1),
+        "acc": correct / max(samples, 1),
+        "samples": samples,
+        "skipped": skipped,
+    }
 
 
 @torch.no_grad()
@@ -165,9 +171,21 @@ def evaluate(
     ids = [i for part in parts for i in part[2]]
     skipped = sum(part[3] for part in parts)
     if not probs:
-        return {"loss": math.nan, "acc": math.nan, "probs": np.zeros((0, 0)), "labels": np.zeros(0, dtype=int),
-                "video_ids": [], "skipped": skipped}
+        return {
+            "loss": math.nan,
+            "acc": math.nan,
+            "probs": np.zeros((0, 0)),
+            "labels": np.zeros(0, dtype=int),
+            "video_ids": [],
+            "skipped": skipped,
+        }
     p, y = np.concatenate(probs), np.concatenate(labels).astype(np.int64)
     loss = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
-    return {"loss": loss, "acc": float((p.argmax(1) == y).mean()), "probs": p, "labels": y, "video_ids": ids,
-            "skipped": skipped}
+    return {
+        "loss": loss,
+        "acc": float((p.argmax(1) == y).mean()),
+        "probs": p,
+        "labels": y,
+        "video_ids": ids,
+        "skipped": skipped,
+    }

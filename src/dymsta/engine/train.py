@@ -45,7 +45,15 @@ from dymsta.reports import (
 )
 from dymsta.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["train", "extract_features", "Pipeline", "resolve_device", "amp_dtype_for", "build_pipeline", "evaluate_records"]
+__all__ = [
+    "train",
+    "extract_features",
+    "Pipeline",
+    "resolve_device",
+    "amp_dtype_for",
+    "build_pipeline",
+    "evaluate_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,28 +105,60 @@ class Pipeline:
     use_cache: bool
     size: int
 
-    def clip_dataset(self, records: list[VideoRecord], *, mode: str, views: int = 1, crops: int = 1) -> VideoClipDataset:
+    def clip_dataset(
+        self, records: list[VideoRecord], *, mode: str, views: int = 1, crops: int = 1
+    ) -> VideoClipDataset:
         d = self.cfg.data
-        return VideoClipDataset(records, num_frames=d.num_frames, size=self.size, mean=self.model.mean,
-                                std=self.model.std, mode=mode, views=views, crops=crops, resize=d.resize, seed=d.seed,
-                                hflip=d.hflip, crop_scale=d.crop_scale)
+        return VideoClipDataset(
+            records,
+            num_frames=d.num_frames,
+            size=self.size,
+            mean=self.model.mean,
+            std=self.model.std,
+            mode=mode,
+            views=views,
+            crops=crops,
+            resize=d.resize,
+            seed=d.seed,
+            hflip=d.hflip,
+            crop_scale=d.crop_scale,
+        )
 
     def cache_dir(self) -> Path:
         return Path(self.cfg.cache.dir) if self.cfg.cache.dir else self.run_dir.parent / "cache"
 
-    def feature_store(self, name: str, records: list[VideoRecord], *, mode: str, views: int, crops: int = 1
-                      ) -> FeatureStore:
+    def feature_store(
+        self, name: str, records: list[VideoRecord], *, mode: str, views: int, crops: int = 1
+    ) -> FeatureStore:
         d, c = self.cfg.data, self.cfg.cache
         clips = self.clip_dataset(records, mode=mode, views=views, crops=crops)
-        spec = CacheSpec(backbone=self.model.backbone.fingerprint(), num_frames=d.num_frames, size=self.size,
-                         resize=d.resize, mode=mode, views=views, crops=crops, seed=d.seed, dtype=c.dtype,
-                         augment=f"hflip={d.hflip},scale={list(d.crop_scale)}" if mode == "augment" else "")
-        return get_or_build_cache(name, self.model.backbone, clips, self.cache_dir(), spec=spec,
-                                  batch_size=c.batch_size, workers=d.workers, device=self.device,
-                                  amp_dtype=self.amp_dtype)
+        spec = CacheSpec(
+            backbone=self.model.backbone.fingerprint(),
+            num_frames=d.num_frames,
+            size=self.size,
+            resize=d.resize,
+            mode=mode,
+            views=views,
+            crops=crops,
+            seed=d.seed,
+            dtype=c.dtype,
+            augment=f"hflip={d.hflip},scale={list(d.crop_scale)}" if mode == "augment" else "",
+        )
+        return get_or_build_cache(
+            name,
+            self.model.backbone,
+            clips,
+            self.cache_dir(),
+            spec=spec,
+            batch_size=c.batch_size,
+            workers=d.workers,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+        )
 
-    def loader(self, records: list[VideoRecord], *, split: str, train: bool, batch_size: int,
-               views: int = 1, crops: int = 1) -> tuple[DataLoader, EpochBatchSampler, Any]:
+    def loader(
+        self, records: list[VideoRecord], *, split: str, train: bool, batch_size: int, views: int = 1, crops: int = 1
+    ) -> tuple[DataLoader, EpochBatchSampler, Any]:
         """A DataLoader over cached features or decoded clips; train: shuffled global batches sharded by rank."""
         d = self.cfg.data
         if self.use_cache:
@@ -135,8 +175,9 @@ class Pipeline:
         sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=train, seed=self.cfg.train.seed)
         if not train:  # evaluation: every item exactly once, strided over ranks
             sampler = _ShardedSequential(len(dataset), batch_size)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                            persistent_workers=False)
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate, persistent_workers=False
+        )
         return loader, sampler, dataset
 
     def net(self) -> torch.nn.Module:
@@ -170,8 +211,16 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
     index_cache = run_dir / "index.json"
 
     def load() -> DatasetSplits:
-        return load_splits(d.kind, d.root, split=d.split, val_fraction=d.val_fraction, seed=d.seed,
-                           annotations=d.annotations, index_cache=index_cache, max_videos_per_class=d.max_videos_per_class)
+        return load_splits(
+            d.kind,
+            d.root,
+            split=d.split,
+            val_fraction=d.val_fraction,
+            seed=d.seed,
+            annotations=d.annotations,
+            index_cache=index_cache,
+            max_videos_per_class=d.max_videos_per_class,
+        )
 
     if D.is_main():
         splits = load()
@@ -184,8 +233,16 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
     model = model.to(device)
     size = d.size or model.input_size
     use_cache = bool(cfg.cache.enabled and model.uses_frame_backbone and model.cfg.trainable_stages == 0)
-    return Pipeline(cfg=cfg, run_dir=run_dir, device=device, amp_dtype=amp_dtype, splits=splits, model=model,
-                    use_cache=use_cache, size=size)
+    return Pipeline(
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        amp_dtype=amp_dtype,
+        splits=splits,
+        model=model,
+        use_cache=use_cache,
+        size=size,
+    )
 
 
 def _setup(cfg: Config) -> None:
@@ -223,12 +280,19 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     p = build_pipeline(cfg, run_dir)
     if D.is_main():
         atomic_write_text(run_dir / "config.yaml", dump_config(p.cfg))
-    log.info("data: %d classes, %d train / %d val / %d test videos, %d unreadable", len(p.splits.class_names),
-             len(p.splits.train), len(p.splits.val), len(p.splits.test), len(p.splits.skipped))
+    log.info(
+        "data: %d classes, %d train / %d val / %d test videos, %d unreadable",
+        len(p.splits.class_names),
+        len(p.splits.train),
+        len(p.splits.val),
+        len(p.splits.test),
+        len(p.splits.skipped),
+    )
 
     t_cache = time.time()
-    train_loader, train_sampler, train_set = p.loader(p.splits.train, split="train", train=True,
-                                                      batch_size=cfg.train.batch_size)
+    train_loader, train_sampler, train_set = p.loader(
+        p.splits.train, split="train", train=True, batch_size=cfg.train.batch_size
+    )
     val_loader = None
     if p.splits.val:
         val_loader, _, _ = p.loader(p.splits.val, split="val", train=False, batch_size=cfg.train.eval_batch_size)
@@ -249,8 +313,9 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         schedule.load_state_dict(info["schedule"])
         start_epoch, best, best_epoch, bad_epochs = info["epoch"] + 1, info["best"], info["best_epoch"], info["bad"]
         log.info("resumed from %s at epoch %d", state_file, start_epoch)
-    logger = MetricsLogger(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tb", resume=resume) if D.is_main() \
-        else None
+    logger = (
+        MetricsLogger(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tb", resume=resume) if D.is_main() else None
+    )
 
     stopped = None
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -263,9 +328,18 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         schedule.start_epoch(epoch)
         lr = schedule.lr
         try:
-            tr = train_one_epoch(net, train_loader, optimizer, device=device, global_batch_size=cfg.train.batch_size,
-                                 amp_dtype=p.amp_dtype, scaler=scaler, grad_clip=cfg.train.grad_clip,
-                                 label_smoothing=cfg.train.label_smoothing, desc=f"epoch {epoch + 1}")
+            tr = train_one_epoch(
+                net,
+                train_loader,
+                optimizer,
+                device=device,
+                global_batch_size=cfg.train.batch_size,
+                amp_dtype=p.amp_dtype,
+                scaler=scaler,
+                grad_clip=cfg.train.grad_clip,
+                label_smoothing=cfg.train.label_smoothing,
+                desc=f"epoch {epoch + 1}",
+            )
         except NonFiniteLossError as e:
             stopped = str(e)
             log.error("%s", e)
@@ -279,22 +353,52 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             best, best_epoch, bad_epochs = {"val_acc": val_acc, "val_loss": val_loss}, epoch, 0
         else:
             bad_epochs += 1
-        row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": val_loss,
-               "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - t0, 3), "skipped": int(tr["skipped"])}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": tr["loss"],
+            "train_acc": tr["acc"],
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "seconds": round(time.time() - t0, 3),
+            "skipped": int(tr["skipped"]),
+        }
         if D.is_main():
             # Order matters for a kill at any point: the metrics row first (a resumed run rewrites rows from its
             # first epoch on), the training state last (it alone decides where --resume starts).
             logger.log(row)
             if improved:
-                save_model(model, ckpt_dir / "best.safetensors",
-                           metadata=_model_metadata(p, epoch=epoch + 1, val_acc=val_acc, val_loss=val_loss))
+                save_model(
+                    model,
+                    ckpt_dir / "best.safetensors",
+                    metadata=_model_metadata(p, epoch=epoch + 1, val_acc=val_acc, val_loss=val_loss),
+                )
             save_model(model, ckpt_dir / "last.safetensors", metadata=_model_metadata(p, epoch=epoch + 1))
-            save_training_state(state_file, model=model, optimizer=optimizer,
-                                info={"epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad_epochs,
-                                      "schedule": schedule.state_dict(), "config": config_to_dict(p.cfg),
-                                      "classes": p.splits.class_names})
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs", epoch + 1,
-                     cfg.train.epochs, tr["loss"], tr["acc"], val_loss, val_acc, lr, row["seconds"])
+            save_training_state(
+                state_file,
+                model=model,
+                optimizer=optimizer,
+                info={
+                    "epoch": epoch,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "bad": bad_epochs,
+                    "schedule": schedule.state_dict(),
+                    "config": config_to_dict(p.cfg),
+                    "classes": p.splits.class_names,
+                },
+            )
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs",
+                epoch + 1,
+                cfg.train.epochs,
+                tr["loss"],
+                tr["acc"],
+                val_loss,
+                val_acc,
+                lr,
+                row["seconds"],
+            )
         D.barrier()
         if cfg.train.early_stop and bad_epochs >= cfg.train.early_stop:
             log.info("early stop: %d epochs without validation improvement", bad_epochs)
@@ -303,19 +407,30 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         logger.close()
     train_seconds = time.time() - t_start - cache_seconds
 
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "best_epoch": best_epoch + 1, "best_val": best,
-                               "stopped": stopped, "cache_seconds": round(cache_seconds, 2),
-                               "train_seconds": round(train_seconds, 2), "world_size": D.world_size(),
-                               "device": str(device), "num_train": len(p.splits.train), "num_val": len(p.splits.val),
-                               "num_test": len(p.splits.test), "num_unreadable": len(p.splits.skipped),
-                               "unreadable": p.splits.skipped[:50], "feature_cache": p.use_cache}
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "best_epoch": best_epoch + 1,
+        "best_val": best,
+        "stopped": stopped,
+        "cache_seconds": round(cache_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+        "world_size": D.world_size(),
+        "device": str(device),
+        "num_train": len(p.splits.train),
+        "num_val": len(p.splits.val),
+        "num_test": len(p.splits.test),
+        "num_unreadable": len(p.splits.skipped),
+        "unreadable": p.splits.skipped[:50],
+        "feature_cache": p.use_cache,
+    }
     best_file = ckpt_dir / "best.safetensors"
     if p.splits.test and best_file.exists() and not stopped:
         best_model, _ = load_model(best_file, map_location=device)
         model.load_state_dict(best_model.state_dict())
         report = evaluate_records(p, p.splits.test, views=cfg.data.test_clips, crops=cfg.data.test_crops)
-        summary["test"] = {k: report[k] for k in ("accuracy", "top5_accuracy", "clip_accuracy", "num_videos",
-                                                  "num_skipped")}
+        summary["test"] = {
+            k: report[k] for k in ("accuracy", "top5_accuracy", "clip_accuracy", "num_videos", "num_skipped")
+        }
         summary["test"].update({"macro_f1": report["macro_avg"]["f1"], "weighted_f1": report["weighted_avg"]["f1"]})
         if D.is_main():
             write_report(report, run_dir, title=f"{cfg.data.kind} split {cfg.data.split}: test results")
@@ -331,16 +446,21 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
 
 def evaluate_records(p: Pipeline, records: list[VideoRecord], *, views: int, crops: int) -> dict[str, Any]:
     """Evaluate ``p.model`` on ``records`` with ``views x crops`` per video; video-level report dict."""
-    loader, _, _ = p.loader(records, split=f"test-v{views}x{crops}", train=False,
-                            batch_size=p.cfg.train.eval_batch_size, views=views, crops=crops)
+    loader, _, _ = p.loader(
+        records,
+        split=f"test-v{views}x{crops}",
+        train=False,
+        batch_size=p.cfg.train.eval_batch_size,
+        views=views,
+        crops=crops,
+    )
     out = evaluate(p.net(), loader, device=p.device, amp_dtype=p.amp_dtype, desc="test")
     if len(out["labels"]) == 0:
         raise RuntimeError("no test video could be decoded")
     ids, probs, labels = aggregate_by_video(out["video_ids"], out["probs"], out["labels"])
     decoded = set(ids)
     missing = sum(1 for r in records if r.video_id not in decoded)
-    return classification_metrics(probs, labels, p.splits.class_names, num_skipped=missing,
-                                  clip_accuracy=out["acc"])
+    return classification_metrics(probs, labels, p.splits.class_names, num_skipped=missing, clip_accuracy=out["acc"])
 
 
 def config_from_checkpoint(meta: dict[str, str]) -> Config:
@@ -361,12 +481,17 @@ def extract_features(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
     D.barrier()
     p = build_pipeline(cfg, run_dir)
     if not p.use_cache:
-        raise ValueError("the feature cache needs a frozen frame backbone (model.trainable_stages=0, "
-                         f"model.arch in dymsta/tsn/linear; got arch={cfg.model.arch!r}) and cache.enabled=true")
+        raise ValueError(
+            "the feature cache needs a frozen frame backbone (model.trainable_stages=0, "
+            f"model.arch in dymsta/tsn/linear; got arch={cfg.model.arch!r}) and cache.enabled=true"
+        )
     out = {}
     d = cfg.data
-    parts = [("train", p.splits.train, True, 1, 1), ("val", p.splits.val, False, 1, 1),
-             (f"test-v{d.test_clips}x{d.test_crops}", p.splits.test, False, d.test_clips, d.test_crops)]
+    parts = [
+        ("train", p.splits.train, True, 1, 1),
+        ("val", p.splits.val, False, 1, 1),
+        (f"test-v{d.test_clips}x{d.test_crops}", p.splits.test, False, d.test_clips, d.test_crops),
+    ]
     for name, records, is_train, views, crops in parts:
         if records:
             _, _, dataset = p.loader(records, split=name, train=is_train, batch_size=1, views=views, crops=crops)
