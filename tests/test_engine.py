@@ -127,12 +127,9 @@ def test_train_writes_the_whole_run(
     assert "max |diff|" in capsys.readouterr().out
 
 
-def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    cfg = tiny_cfg(synth_root, cache)
-    p = build_pipeline(cfg, tmp_path / "run")
-    clips = p.clip_dataset(p.splits.val, mode="eval")
-    spec = CacheSpec(
+def eval_spec(p, dtype: str = "float16") -> CacheSpec:
+    """The cache spec of one deterministic eval view per video, for the tiny config."""
+    return CacheSpec(
         backbone=p.model.backbone.fingerprint(),
         num_frames=8,
         size=64,
@@ -141,8 +138,16 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_pa
         views=1,
         crops=1,
         seed=0,
-        dtype="float16",
+        dtype=dtype,
     )
+
+
+def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cfg = tiny_cfg(synth_root, cache)
+    p = build_pipeline(cfg, tmp_path / "run")
+    clips = p.clip_dataset(p.splits.val, mode="eval")
+    spec = eval_spec(p)
     kw = {"batch_size": 4, "workers": 0, "device": torch.device("cpu"), "amp_dtype": torch.bfloat16}
     first = get_or_build_cache("val", p.model.backbone, clips, cache, spec=spec, **kw)
     stamp = (first.path / "features.npy").stat().st_mtime_ns
@@ -163,17 +168,7 @@ def test_interrupted_cache_build_never_looks_complete(synth_root: Path, tmp_path
     cfg = tiny_cfg(synth_root, tmp_path / "cache")
     p = build_pipeline(cfg, tmp_path / "run")
     clips = p.clip_dataset(p.splits.val, mode="eval")
-    spec = CacheSpec(
-        backbone=p.model.backbone.fingerprint(),
-        num_frames=8,
-        size=64,
-        resize=None,
-        mode="eval",
-        views=1,
-        crops=1,
-        seed=0,
-        dtype="float16",
-    )
+    spec = eval_spec(p)
 
     class Boom(torch.nn.Module):
         def __init__(self) -> None:
@@ -200,17 +195,7 @@ def test_training_from_cache_equals_training_through_the_backbone(synth_root: Pa
     p = build_pipeline(cfg, tmp_path / "run")
     records = p.splits.train
     clips = p.clip_dataset(records, mode="eval")  # deterministic views, so both paths see the same pixels
-    spec = CacheSpec(
-        backbone=p.model.backbone.fingerprint(),
-        num_frames=8,
-        size=64,
-        resize=None,
-        mode="eval",
-        views=1,
-        crops=1,
-        seed=0,
-        dtype="float32",
-    )
+    spec = eval_spec(p, dtype="float32")
     store = get_or_build_cache(
         "train-eval",
         p.model.backbone,

@@ -41,15 +41,12 @@ def recipe_path(name: str) -> Path:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML recipe: a path or a shipped name (e.g. ucf101_split1)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set data.root=/data/UCF101 --set train.epochs=20",
-    )
+    _add_overrides(p, "override a config value, e.g. --set data.root=/data/UCF101 --set train.epochs=20")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+
+
+def _add_overrides(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,14 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--views", type=int, default=None, help="temporal clips per video (default: the run's)")
     p.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: the run's)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the stored config, e.g. --set data.root=/other/copy",
-    )
+    _add_overrides(p, "override the stored config, e.g. --set data.root=/other/copy")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/eval-SPLIT-VIEWSxCROPS)")
 
     p = sub.add_parser("predict", help="class probabilities for video files")
