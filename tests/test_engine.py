@@ -299,6 +299,14 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / "last.safetensors"))
 
 
+def _train_args(root: Path, cache: Path, *sets: str) -> list[str]:
+    """``dymsta train`` arguments for the tiny config; ``sets`` come last, so they win."""
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml")]
+    for o in [*tiny_overrides(root, cache), *sets]:
+        args += ["--set", o]
+    return args
+
+
 def _rows(run: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "metrics.csv").open())]
 
@@ -306,19 +314,7 @@ def _rows(run: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     epochs = 30
-    args = [
-        "train",
-        "--config",
-        str(REPO / "configs" / "demo.yaml"),
-        "--set",
-        "train.threads=1",
-        "--set",
-        "train.deterministic=true",
-        "--set",
-        f"train.epochs={epochs}",
-    ]
-    for o in tiny_overrides(synth_root, cache_dir):
-        args += ["--set", o] if not o.startswith("train.epochs") else []
+    args = _train_args(synth_root, cache_dir, "train.threads=1", "train.deterministic=true", f"train.epochs={epochs}")
     full = tmp_path / "full"
     assert _run_cli([*args, "--out", str(full)]).wait(timeout=300) == 0
 
@@ -350,21 +346,7 @@ def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: P
 def test_ddp_two_gloo_processes_match_one_process(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     assert torchrun, "torchrun not found"
-    args = [
-        "train",
-        "--config",
-        str(REPO / "configs" / "demo.yaml"),
-        "--set",
-        "train.threads=1",
-        "--set",
-        "model.dropout=0",
-        "--set",
-        "train.epochs=3",
-        "--set",
-        "train.amp=none",
-    ]
-    for o in tiny_overrides(synth_root, cache_dir):
-        args += ["--set", o] if not o.startswith("train.epochs") else []
+    args = _train_args(synth_root, cache_dir, "train.threads=1", "model.dropout=0", "train.epochs=3", "train.amp=none")
     single = tmp_path / "single"
     assert _run_cli([*args, "--out", str(single)]).wait(timeout=300) == 0
     ddp = tmp_path / "ddp"
