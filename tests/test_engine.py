@@ -374,3 +374,34 @@ def test_cli_help_and_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "did you mean train.epochs" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
     assert "best.safetensors" in capsys.readouterr().err
+
+
+def test_mixup_step_equals_its_definition() -> None:
+    """One mixup step = SGD on lam * CE(y) + (1 - lam) * CE(y[perm]) of the mixed inputs, lam/perm from the rng."""
+    import numpy as np
+
+    from dymsta.engine.loops import mixup_params
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    net = torch.nn.Linear(4, 3)
+    ref = torch.nn.Linear(4, 3)
+    ref.load_state_dict(net.state_dict())
+    batch = {"inputs": x, "label": y, "video_id": [""] * 6, "num_skipped": 0}
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    train_one_epoch(
+        net, [batch], opt, device=torch.device("cpu"), global_batch_size=6, mixup=0.4, rng=np.random.default_rng(7)
+    )
+    lam, perm = mixup_params(6, 0.4, np.random.default_rng(7))
+    assert 0.0 < lam < 1.0 and sorted(perm.tolist()) == list(range(6))
+    logits = ref(lam * x + (1 - lam) * x[perm])
+    loss = lam * torch.nn.functional.cross_entropy(logits, y) + (1 - lam) * torch.nn.functional.cross_entropy(
+        logits, y[perm]
+    )
+    loss.backward()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p -= 0.5 * p.grad
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert mixup_params(6, 0.0, np.random.default_rng(7)) == (1.0, None)

@@ -61,6 +61,8 @@ ABLATIONS = [
     {"spatial_pool": 0},
     {"spatial_pool": 1},
     {"branch_channels": 8},
+    {"temporal_pool": "mean"},
+    {"feature_dropout": 0.3},
 ]
 
 
@@ -171,6 +173,8 @@ def test_attention_is_parallel_and_only_emphasises() -> None:
         ({"multiscale": "yes"}, "multiscale"),
         ({"arch": "linear", "trainable_stages": 2}, "trainable_stages"),
         ({"trainable_stages": -1}, "trainable_stages"),
+        ({"temporal_pool": "median"}, "temporal_pool"),
+        ({"feature_dropout": 1.0}, "feature_dropout"),
     ],
 )
 def test_invalid_settings_raise_a_clear_error(kw: dict, field: str) -> None:
@@ -179,6 +183,33 @@ def test_invalid_settings_raise_a_clear_error(kw: dict, field: str) -> None:
         build_model(cfg)
     assert "\n" not in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_multiscale_block_pools_each_branch_over_time(pool: str) -> None:
+    torch.manual_seed(0)
+    block = MultiScaleTemporalBlock(
+        in_channels=6, out_channels=4, kernels=(1, 2, 3), branch_channels=5, pool=pool
+    ).eval()
+    x = torch.randn(2, 6, 7, 3, 2)  # (B, C, T, H, W)
+    tokens = to_tokens(x)
+    reduce = (lambda t: t.max(dim=1).values) if pool == "max" else (lambda t: t.mean(dim=1))
+    pooled = [reduce(tokens)] + [reduce(branch(tokens)) for branch in block.branches]
+    expected = block.fuse(torch.cat(pooled, dim=-1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(block(x), expected)
+    shuffled = x[:, :, torch.randperm(7)]  # time order matters only through the temporal convolutions
+    identity = reduce(to_tokens(shuffled))
+    torch.testing.assert_close(identity, reduce(tokens))
+
+
+def test_feature_dropout_is_active_in_training_only() -> None:
+    torch.manual_seed(0)
+    model = build_model(_cfg(pretrained=False, feature_dropout=0.5, dropout=0.0))
+    feats = torch.randn(2, 1280, 8, 4, 4)
+    model.eval()
+    torch.testing.assert_close(model.forward_head(feats), model.forward_head(feats))
+    model.train()
+    assert not torch.allclose(model.forward_head(feats), model.forward_head(feats))
 
 
 def test_long_kernel_is_fine_without_the_multiscale_block() -> None:

@@ -89,6 +89,7 @@ class TrainConfig:
     epochs: int = 100  # the paper's budget
     batch_size: int = 32
     label_smoothing: float = 0.1
+    mixup: float = 0.0  # Beta(a, a) mixup of inputs/labels within each batch (cached features or clips); 0 = off
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     amp: str = "auto"  # auto (bf16 on CPU/CUDA) | bf16 | fp16 (CUDA, with GradScaler) | none
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
@@ -130,6 +131,8 @@ class Config:
                 raise ConfigError(f"{key} must be > 0, got {value}")
         if not 0.0 <= self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
+        if self.train.mixup < 0:
+            raise ConfigError(f"train.mixup must be >= 0 (0 = off), got {self.train.mixup}")
         if not 0.0 <= self.train.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
         if self.model.num_frames != self.data.num_frames:

@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from dymsta.engine import distributed as D
 from dymsta.utils import progress
 
-__all__ = ["NonFiniteLossError", "EpochBatchSampler", "train_one_epoch", "evaluate", "collate_features", "as_batch"]
+__all__ = [
+    "NonFiniteLossError",
+    "EpochBatchSampler",
+    "train_one_epoch",
+    "evaluate",
+    "collate_features",
+    "as_batch",
+    "mixup_params",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -86,13 +94,20 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float = 0.0,
     label_smoothing: float = 0.0,
+    mixup: float = 0.0,
+    rng: np.random.Generator | None = None,
     desc: str = "train",
 ) -> dict[str, float]:
     """One pass over ``loader``; returns ``{"loss", "acc", "samples", "skipped"}`` summed over ranks.
 
     The loss of a step is the per-sample loss summed on this rank and divided by ``global_batch_size / world``, so
     DDP's gradient average equals the mean over the whole global batch, as in a single process.
+
+    ``mixup > 0`` mixes every batch with a shuffled copy of itself (Zhang et al. 2018): inputs
+    ``lam * x + (1 - lam) * x[perm]``, loss ``lam * CE(y) + (1 - lam) * CE(y[perm])``, ``lam ~ Beta(mixup, mixup)``
+    drawn from ``rng``; under DDP each rank mixes within its share of the batch. Accuracy counts the labels ``y``.
     """
+    rng = rng if rng is not None else np.random.default_rng(0)
     net.train()
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     loss_sum = correct = samples = skipped = 0.0
@@ -103,9 +118,17 @@ def train_one_epoch(
         skipped += batch["num_skipped"]
         x = batch["inputs"].to(device, non_blocking=True)
         y = batch["label"].to(device, non_blocking=True)
+        lam, perm = mixup_params(len(y), mixup, rng)
+        if perm is not None:
+            x = lam * x + (1.0 - lam) * x[perm.to(device)]
         with autocast:
             logits = net(x)
         losses = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing)
+        if perm is not None:
+            mixed = F.cross_entropy(
+                logits.float(), y[perm.to(device)], reduction="none", label_smoothing=label_smoothing
+            )
+            losses = lam * losses + (1.0 - lam) * mixed
         loss = losses.sum() * D.world_size() / global_batch_size
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -135,6 +158,14 @@ def train_one_epoch(
         "samples": samples,
         "skipped": skipped,
     }
+
+
+def mixup_params(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, torch.Tensor | None]:
+    """``(lam, perm)`` for one batch of ``n``; ``(1.0, None)`` when mixup is off or the batch has one sample."""
+    if alpha <= 0 or n < 2:
+        return 1.0, None
+    lam = float(rng.beta(alpha, alpha))
+    return lam, torch.from_numpy(rng.permutation(n))
 
 
 @torch.no_grad()

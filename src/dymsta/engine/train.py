@@ -338,6 +338,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
                 scaler=scaler,
                 grad_clip=cfg.train.grad_clip,
                 label_smoothing=cfg.train.label_smoothing,
+                mixup=cfg.train.mixup,
+                rng=np.random.default_rng([cfg.train.seed, epoch, D.rank()]),
                 desc=f"epoch {epoch + 1}",
             )
         except NonFiniteLossError as e:

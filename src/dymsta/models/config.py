@@ -19,6 +19,7 @@ FRAME_ARCHS = ("dymsta", "tsn", "linear")  # built on a per-frame 2D backbone (f
 VIDEO_ARCHS = ("r2plus1d_18", "r3d_18")  # torchvision 3D CNNs on raw clips
 ARCHS = FRAME_ARCHS + VIDEO_ARCHS
 DYNAMIC_MODES = ("mixture", "modulate")
+TEMPORAL_POOLS = ("max", "mean")
 
 
 class ModelConfigError(ValueError):
@@ -60,6 +61,9 @@ class ModelConfig:
     # Lite0 at 224 gives 7x7; 4x4 keeps "where" for the attention maps at 1/3 of the head's cost
     branch_channels: int = 0  # channels of each multi-scale branch (0 = dim // 2)
     reduction: int = 4  # hidden width = dim // reduction in the dynamic-kernel and temporal-attention MLPs
+    feature_dropout: float = 0.0  # dropout on the backbone feature tokens entering the head (training only)
+    temporal_center: bool = False  # temporal branches see x - mean over time (the changes, not the static scene)
+    temporal_pool: str = "max"  # how the multi-scale block pools each branch over time: "max" (the paper) | "mean"
 
     # ------------------------------------------------------------------ validation
 
@@ -79,7 +83,7 @@ class ModelConfig:
         if self.arch == "linear" and self.trainable_stages:
             raise ModelConfigError("model.trainable_stages: a linear probe keeps the backbone frozen; set it to 0")
         _int("dim", self.dim, 1)
-        for name in ("dynamic", "attention", "multiscale"):
+        for name in ("dynamic", "attention", "multiscale", "temporal_center"):
             _bool(name, getattr(self, name))
         _choice("dynamic_mode", self.dynamic_mode, DYNAMIC_MODES)
         _int("num_kernels", self.num_kernels, 1)
@@ -92,6 +96,10 @@ class ModelConfig:
         _float("dropout", self.dropout)
         if not 0.0 <= self.dropout < 1.0:
             raise ModelConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        _float("feature_dropout", self.feature_dropout)
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ModelConfigError(f"model.feature_dropout: must be in [0, 1), got {self.feature_dropout}")
+        _choice("temporal_pool", self.temporal_pool, TEMPORAL_POOLS)
         _int("spatial_pool", self.spatial_pool, 0)
         _int("branch_channels", self.branch_channels, 0)
         _int("reduction", self.reduction, 1)

@@ -39,6 +39,7 @@ class DyMSTANet(FrameModel):
     def __init__(self, *, cfg: ModelConfig, backbone: FrameBackbone) -> None:
         super().__init__(cfg=cfg, backbone=backbone)
         d = cfg.dim
+        self.feature_dropout = nn.Dropout(cfg.feature_dropout)
         self.reduce = nn.Sequential(
             nn.Linear(backbone.out_channels, d, bias=False), TokenBatchNorm(d), nn.ReLU(inplace=True)
         )  # 1x1x1 conv on channels-last tokens
@@ -63,6 +64,8 @@ class DyMSTANet(FrameModel):
                 out_channels=d,
                 kernels=cfg.temporal_kernels,
                 branch_channels=cfg.branch_channels or d // 2,
+                pool=cfg.temporal_pool,
+                center=cfg.temporal_center,
             )
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(d, cfg.num_classes)
@@ -84,7 +87,7 @@ class DyMSTANet(FrameModel):
         """
         x = feature_input(feats, self.classifier.weight, channels_last=True)  # the head computes channels-last
         x = pool_grid(x, self.cfg.spatial_pool)  # (B, Cb, T, h', w'); a no-op on features the backbone pooled
-        tokens = self.reduce(to_tokens(x))  # (B, T, h', w', D)
+        tokens = self.reduce(self.feature_dropout(to_tokens(x)))  # (B, T, h', w', D)
         if self.dynamic_conv is not None:  # residual dynamic 3D conv
             tokens = tokens + F.relu(self.dynamic_norm(to_tokens(self.dynamic_conv(from_tokens(tokens)))))
         x = from_tokens(tokens)  # (B, D, T, h', w'), channels-last view

@@ -1,8 +1,8 @@
 """Module 2 of DyMSTA-Net: the multi-scale temporal block.
 
 Parallel temporal convolutions with kernel sizes T_short < T_medium < T_long see short, medium and long temporal
-ranges; each branch is max-pooled over the whole time axis ("a single temporal feature"), and a max-pooled
-identity branch keeps the strongest response of every input channel. The branches are concatenated and fused by
+ranges; each branch is pooled (max by default, mean as an option) over the whole time axis ("a single temporal
+feature"), and a pooled identity branch keeps the strongest response of every input channel. The branches are concatenated and fused by
 a 1x1 convolution. The time axis is consumed here: ``(B, C, T, H, W) -> (B, C_out, H, W)``.
 """
 
@@ -45,12 +45,26 @@ class MultiScaleTemporalBlock(nn.Module):
         out_channels: Cout after the 1x1 fusion.
         kernels: temporal kernel sizes, strictly increasing (default short/medium/long = 3/5/7).
         branch_channels: channels of each temporal branch.
+        pool: "max" (the paper: the strongest response over time) or "mean" over time.
+        center: feed the temporal branches ``x - mean_t(x)`` (what changes over the clip, without the static
+            scene); the identity branch keeps ``x``.
     """
 
     def __init__(
-        self, *, in_channels: int, out_channels: int, kernels: Sequence[int] = (3, 5, 7), branch_channels: int = 128
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        kernels: Sequence[int] = (3, 5, 7),
+        branch_channels: int = 128,
+        pool: str = "max",
+        center: bool = False,
     ) -> None:
         super().__init__()
+        self.center = center
+        if pool not in ("max", "mean"):
+            raise ValueError(f"temporal pool must be 'max' or 'mean', got {pool!r}")
+        self.pool = pool
         self.kernels = check_temporal_kernels(kernels)
         self.branches = nn.ModuleList(
             nn.Sequential(
@@ -71,7 +85,12 @@ class MultiScaleTemporalBlock(nn.Module):
                 f"MultiScaleTemporalBlock: {t} frames is fewer than the longest temporal kernel {self.kernels[-1]}"
             )
         tokens = to_tokens(x)  # (B, T, H, W, Cin)
-        pooled = [tokens.max(dim=1).values]  # identity branch, (B, H, W, Cin)
-        pooled += [branch(tokens).max(dim=1).values for branch in self.branches]  # each (B, H, W, Cb)
+        pooled = [self._pool_time(tokens)]  # identity branch, (B, H, W, Cin)
+        moving = tokens - tokens.mean(dim=1, keepdim=True) if self.center else tokens
+        pooled += [self._pool_time(branch(moving)) for branch in self.branches]  # each (B, H, W, Cb)
         fused = self.fuse(torch.cat(pooled, dim=-1))  # (B, H, W, Cin + n*Cb) -> (B, H, W, Cout)
         return rearrange(fused, "b h w c -> b c h w")
+
+    def _pool_time(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W, C) -> (B, H, W, C)``."""
+        return tokens.max(dim=1).values if self.pool == "max" else tokens.mean(dim=1)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# R(2+1)D-18 from scratch on ucf101-mini, on a CUDA machine, with the committed recipe and `dymsta train`.
+# (On this project's 2-core CPU one epoch takes about 13 min; see docs/RESULTS.md.)
+#
+#   python scripts/downscale_videos.py ../shared/data/ucf101-mini .devdata/ucf101-mini-128 --short-side 128
+#   bash benchmarks/gpu_r2plus1d.sh .devdata/ucf101-mini-128 OUT_DIR [SEEDS...]
+#
+# The videos are re-encoded at a 128 px short side (the model reads 112 px crops of a 128 px short side anyway)
+# only so that the set fits the GPU machine's 64 MiB upload. Offline machine: wheels come from .whl/ when present.
+set -euo pipefail
+root=${1:?dataset root}
+out=${2:?output folder}
+shift 2
+seeds=${*:-0}
+if ! python -c "import dymsta" 2>/dev/null; then
+  if compgen -G ".whl/*.whl" >/dev/null; then pip install -q --no-index --no-deps .whl/*.whl; fi
+  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+for seed in $seeds; do
+  start=$(date +%s)
+  python -m dymsta train --config ucf101_mini --out "$out/r2plus1d_s$seed" \
+    --set data.root="$root" --set model.arch=r2plus1d_18 --set model.pretrained=false \
+    --set data.workers=14 --set train.seed="$seed" 2>&1 | grep -v "it/s\]" | tail -n 25
+  echo "seed $seed: $(( $(date +%s) - start )) s"
+done
