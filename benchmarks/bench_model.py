@@ -14,7 +14,7 @@ Within a section the variants run round-robin, repeat by repeat (a busy neighbou
 alike), after a warm-up; the median is reported and ratios are computed within this run. The load average before
 and after is recorded: a loaded machine makes every figure lower. JSON: ``benchmarks/results/bench_model.json``.
 
-    python benchmarks/bench_model.py [--quick] [--repeats 5] [--no-compile] [--threads N]
+    python benchmarks/bench_model.py [--quick] [--repeats 5] [--no-compile] [--threads N] [--sections head]
 """
 
 from __future__ import annotations
@@ -227,6 +227,10 @@ HEADS = {
     "dymsta dynamic kernel (3,3,3)": {"dynamic_kernel": (3, 3, 3)},
     "dymsta 7x7 grid (spatial_pool=0)": {"spatial_pool": 0},
     "dymsta 2x2 grid (spatial_pool=2)": {"spatial_pool": 2},
+    "dymsta 1x1 grid (spatial_pool=1)": {"spatial_pool": 1},
+    "dymsta dim 128": {"dim": 128},
+    "dymsta dim 512": {"dim": 512},
+    "dymsta temporal_center": {"temporal_center": True},
     "dymsta no dynamic conv": {"dynamic": False},
     "dymsta no attention": {"attention": False},
     "dymsta no multi-scale block": {"multiscale": False},
@@ -375,6 +379,9 @@ def main() -> None:
         help="torch threads: a number, or 'auto' = the cores other work leaves idle at the start (>= 1)",
     )
     p.add_argument("--device", default="cpu", help="cpu (the reference machine) or cuda")
+    p.add_argument(
+        "--sections", default="backbone,head,full", help="comma-separated subset of backbone,head,full to run"
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_model[_cuda].json)")
     args = p.parse_args()
     global DEVICE
@@ -401,16 +408,21 @@ def main() -> None:
     if DEVICE.type == "cuda":
         result["accelerator_check"] = check_accelerator()  # correctness first
     result["matmul_peak_gflop_per_s"] = peaks
-    result["backbone"] = bench_backbone(args, peaks)
-    result["head_train_step"] = bench_head(args, peaks)
-    result["full_forward"] = bench_full(args)
+    sections = set(args.sections.split(","))
+    if "backbone" in sections:
+        result["backbone"] = bench_backbone(args, peaks)
+    if "head" in sections:
+        result["head_train_step"] = bench_head(args, peaks)
+    if "full" in sections:
+        result["full_forward"] = bench_full(args)
     result["loadavg_1min"] = {"before": load_before, "after": loadavg()}
     result["busy_cores_before"] = busy
     result["torch_threads"] = torch.get_num_threads()
     result["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
     result["seconds"] = time.perf_counter() - t0
-    b = result["backbone"]
-    print(f"\nbest backbone path: {b['best']} = {b['best_x_naive']:.1f}x naive fp32 (target >= 15x)")
+    if "backbone" in result:
+        b = result["backbone"]
+        print(f"\nbest backbone path: {b['best']} = {b['best_x_naive']:.1f}x naive fp32 (target >= 15x)")
     print(
         f"load average before/after: {load_before:.2f} / {result['loadavg_1min']['after']:.2f}; "
         f"{result['seconds']:.0f} s"

@@ -3,7 +3,7 @@
 # (On this project's 2-core CPU one epoch takes about 13 min; see docs/RESULTS.md.)
 #
 #   python scripts/downscale_videos.py ../shared/data/ucf101-mini .devdata/ucf101-mini-128 --short-side 128
-#   bash benchmarks/gpu_r2plus1d.sh .devdata/ucf101-mini-128 OUT_DIR [SEEDS...]
+#   [EPOCHS=100 WORKERS=5] bash benchmarks/gpu_r2plus1d.sh .devdata/ucf101-mini-128 OUT_DIR [SEEDS...]
 #
 # The videos are re-encoded at a 128 px short side (the model reads 112 px crops of a 128 px short side anyway)
 # only so that the set fits the GPU machine's 64 MiB upload. Offline machine: wheels come from .whl/ when present.
@@ -13,15 +13,23 @@ out=${2:?output folder}
 shift 2
 seeds=${*:-0}
 if ! python -c "import dymsta" 2>/dev/null; then
-  if compgen -G ".whl/*.whl" >/dev/null; then pip install -q --no-index --no-deps .whl/*.whl; fi
+  if compgen -G ".whl/*.whl" >/dev/null; then python -m pip install -q --no-index --no-deps .whl/*.whl; fi
   export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+# the seeds run side by side on the one GPU, each with its own decode workers
+mkdir -p "$out"
+start=$(date +%s)
 for seed in $seeds; do
-  start=$(date +%s)
   python -m dymsta train --config ucf101_mini --out "$out/r2plus1d_s$seed" \
     --set data.root="$root" --set model.arch=r2plus1d_18 --set model.pretrained=false \
-    --set data.workers=14 --set train.seed="$seed" 2>&1 | grep -v "it/s\]" | tail -n 25
-  echo "seed $seed: $(( $(date +%s) - start )) s"
+    --set data.workers="${WORKERS:-5}" --set train.seed="$seed" --set train.epochs="${EPOCHS:-100}" \
+    >"$out/r2plus1d_s$seed.log" 2>&1 &
+done
+wait
+echo "all seeds: $(( $(date +%s) - start )) s"
+for seed in $seeds; do
+  grep -E "^test:|early stop" "$out/r2plus1d_s$seed.log" || tail -n 5 "$out/r2plus1d_s$seed.log"
+  rm -rf "$out/r2plus1d_s$seed/checkpoints"  # 120 MB of weights per seed: not needed for the report
 done
