@@ -226,6 +226,7 @@ HEADS = {
     "dymsta modulate": {"dynamic_mode": "modulate"},
     "dymsta dynamic kernel (3,3,3)": {"dynamic_kernel": (3, 3, 3)},
     "dymsta 7x7 grid (spatial_pool=0)": {"spatial_pool": 0},
+    "dymsta 3x3 grid (Lite2 at 260 px, the ucf101_mini recipe)": {"spatial_pool": 3},
     "dymsta 2x2 grid (spatial_pool=2)": {"spatial_pool": 2},
     "dymsta 1x1 grid (spatial_pool=1)": {"spatial_pool": 1},
     "dymsta dim 128": {"dim": 128},
@@ -260,7 +261,7 @@ def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
         cfg = dataclasses.replace(ModelConfig(pretrained=False), **HEADS[name])
         model = build_model(cfg).train().to(DEVICE)
         # what the feature cache holds for this config: the backbone pools its 7x7 grid to the head's grid
-        grid = {1: 1, 2: 2, 4: 4}.get(cfg.spatial_pool, 7) if cfg.arch == "dymsta" else 1
+        grid = {1: 1, 2: 2, 3: 3, 4: 4}.get(cfg.spatial_pool, 7) if cfg.arch == "dymsta" else 1
         feats = torch.randn(batch, model.backbone.out_channels, T, grid, grid, device=DEVICE)  # NCDHW fp32
         grids[name] = f"{grid}x{grid}"
         for bf16 in (False, True):

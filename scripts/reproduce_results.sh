@@ -4,26 +4,30 @@
 #   bash scripts/reproduce_results.sh [ROOT=../shared/data/ucf101-mini] [OUT=runs/results] [SECTIONS...]
 #   python scripts/summarize_results.py runs/results        # the tables, mean +- sample std over seeds
 #
-# SECTIONS: main ablations views frames k333 (default: all). Caches go to $CACHE (default $OUT/cache), shared by runs.
+# SECTIONS: main ablations views frames k333 synth (default: all). Caches go to $CACHE (default $OUT/cache), shared by runs.
 # Wall clock on the project's 2-core CPU: about 1.2 min per DyMSTA-Net run, plus each new cache (the first run of
 # main builds the recipe's caches: about 8 min with Lite2).
 set -euo pipefail
 root=${1:-../shared/data/ucf101-mini}
 out=${2:-runs/results}
 shift $(( $# > 2 ? 2 : $# ))
-sections=${*:-main ablations views frames k333}
+sections=${*:-main ablations views frames k333 synth}
 seeds=${SEEDS:-0 1 2}
 cache=${CACHE:-$out/cache}
 
-run() {  # run NAME [--set KEY=VALUE ...]: one row of a table, every seed
-  local name=$1
-  shift
+train_rows() {  # train_rows CONFIG DATA_ROOT NAME [--set KEY=VALUE ...]: one row of a table, every seed
+  local config=$1 data=$2 name=$3
+  shift 3
   for seed in $seeds; do
     if [[ -f "$out/$name/s$seed/report.json" ]]; then continue; fi
-    dymsta train --config ucf101_mini --out "$out/$name/s$seed" --set data.root="$root" \
+    dymsta train --config "$config" --out "$out/$name/s$seed" --set data.root="$data" \
       --set cache.dir="$cache" --set train.seed="$seed" "$@" 2>&1 | grep -E "^test:|early stop" || true
   done
 }
+
+run() { train_rows ucf101_mini "$root" "$@"; }  # run NAME [--set KEY=VALUE ...]
+
+synth_run() { train_rows demo "$out/synth_data" "$@"; }  # the synthetic temporal set, the demo's recipe
 
 for section in $sections; do
   case $section in
@@ -51,8 +55,14 @@ for section in $sections; do
     k333)
       run dynamic_k333 --set "model.dynamic_kernel=[3,3,3]"
       ;;
+    synth)  # 96 appearance groups x 2 clips per class (the demo's set has 24 x 6)
+      [[ -d "$out/synth_data" ]] || dymsta synth "$out/synth_data" --groups 96 --clips-per-group 2 --test-groups 12 --seed 1
+      synth_run synth_dymsta
+      synth_run synth_tsn --set model.arch=tsn
+      synth_run synth_dymsta_k333 --set "model.dynamic_kernel=[3,3,3]"
+      ;;
     *)
-      echo "unknown section $section (main ablations views frames k333)" >&2
+      echo "unknown section $section (main ablations views frames k333 synth)" >&2
       exit 2
       ;;
   esac

@@ -3,8 +3,8 @@
     python scripts/summarize_results.py runs/results [--copy-reports docs/results]
 
 Reads ``OUT/<row>/s<seed>/report.json`` and ``summary.json`` and prints one markdown row per ``<row>``: test
-top-1, top-5, macro and weighted F1, best validation accuracy, best epochs, top-1 per seed and the mean training
-time. ``--copy-reports`` copies every report.json to ``DIR/ucf101_mini_<row>_s<seed>.report.json``.
+top-1, top-5, macro and weighted F1, best validation accuracy, best epochs, top-1 per seed and the median training
+time. ``--per-class dymsta,tsn`` adds per-class F1 (mean over seeds). ``--copy-reports`` copies every report.json to ``DIR/ucf101_mini_<row>_s<seed>.report.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def row(name: str, runs: list[Path]) -> str:
         mean_std([s["best_val"]["val_acc"] for s in summaries]),
         ", ".join(str(s["best_epoch"]) for s in summaries),
         ", ".join(f"{a:.3f}" for a in top1),
-        f"{statistics.mean(s['train_seconds'] for s in summaries):.0f} s",
+        f"{statistics.median(s['train_seconds'] for s in summaries):.0f} s",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -44,6 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--copy-reports", type=Path, default=None)
+    ap.add_argument("--per-class", default="", help="comma-separated rows: per-class F1, mean over seeds")
     args = ap.parse_args()
     print(
         "| run | test top-1 | top-5 | macro F1 | weighted F1 | best val acc | best epochs | top-1 per seed | train time |"
@@ -58,6 +59,21 @@ def main() -> None:
             args.copy_reports.mkdir(parents=True, exist_ok=True)
             for r in runs:
                 shutil.copy(r / "report.json", args.copy_reports / f"ucf101_mini_{folder.name}_{r.name}.report.json")
+    if args.per_class:
+        per_class_table(args.out, args.per_class.split(","))
+
+
+def per_class_table(out: Path, rows: list[str]) -> None:
+    """Per-class F1 (mean over seeds) of each row, one column per row."""
+    f1: dict[str, dict[str, float]] = {}
+    for name in rows:
+        reports = [json.loads(p.read_text()) for p in sorted((out / name).glob("s*/report.json"))]
+        classes = reports[0]["class_names"]
+        f1[name] = {c: statistics.mean(r["per_class"][c]["f1"] for r in reports) for c in classes}
+    print("\n| class | " + " | ".join(f"F1 {n}" for n in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for c in f1[rows[0]]:
+        print(f"| {c} | " + " | ".join(f"{f1[n][c]:.3f}" for n in rows) + " |")
 
 
 if __name__ == "__main__":

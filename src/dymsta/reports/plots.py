@@ -80,16 +80,8 @@ def _curve_plot(
         ax.plot(x, y, marker="o" if x.size <= 30 else None, markersize=3, label=label)
     label, x, y = series[-1]
     i = int(np.argmax(y) if best == "max" else np.argmin(y))
-    ax.annotate(
-        f"{'best' if best == 'max' else 'lowest'} {label}: {y[i]:.4f} (epoch {x[i]:g})",
-        xy=(x[i], y[i]),
-        xytext=(0.98, 0.04 if best == "max" else 0.94),
-        textcoords="axes fraction",
-        ha="right",
-        va="bottom" if best == "max" else "top",
-        arrowprops={"arrowstyle": "->", "color": "0.3"},
-    )
-    ax.scatter([x[i]], [y[i]], color="red", zorder=3, s=20)
+    mark = f"{'best' if best == 'max' else 'lowest'} {label}: {y[i]:.4f} (epoch {x[i]:g})"
+    ax.scatter([x[i]], [y[i]], color="red", zorder=3, s=20, label=mark)  # in the legend: never hidden by it
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.grid(True, alpha=0.3)
     ax.legend()
