@@ -258,7 +258,7 @@ def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
     labels = torch.randint(0, 101, (batch,), device=DEVICE)
     fns, flops, grids = {}, {}, {}
     for name in names:
-        cfg = dataclasses.replace(ModelConfig(pretrained=False), **HEADS[name])
+        cfg = dataclasses.replace(ModelConfig(pretrained=False, spatial_pool=args.head_grid), **HEADS[name])
         model = build_model(cfg).train().to(DEVICE)
         # what the feature cache holds for this config: the backbone pools its 7x7 grid to the head's grid
         grid = {1: 1, 2: 2, 3: 3, 4: 4}.get(cfg.spatial_pool, 7) if cfg.arch == "dymsta" else 1
@@ -382,6 +382,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu (the reference machine) or cuda")
     p.add_argument(
         "--sections", default="backbone,head,full", help="comma-separated subset of backbone,head,full to run"
+    )
+    p.add_argument(
+        "--head-grid",
+        type=int,
+        default=4,
+        help="grid of the head rows that do not set their own (4: Lite0 at 224; 3: Lite2)",
     )
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_model[_cuda].json)")
     args = p.parse_args()
