@@ -58,7 +58,8 @@ def main() -> None:
         if args.copy_reports:
             args.copy_reports.mkdir(parents=True, exist_ok=True)
             for r in runs:
-                shutil.copy(r / "report.json", args.copy_reports / f"ucf101_mini_{folder.name}_{r.name}.report.json")
+                prefix = "" if folder.name.startswith("synth_") else "ucf101_mini_"
+                shutil.copy(r / "report.json", args.copy_reports / f"{prefix}{folder.name}_{r.name}.report.json")
     if args.per_class:
         per_class_table(args.out, args.per_class.split(","))
 
