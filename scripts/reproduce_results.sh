@@ -50,7 +50,7 @@ for section in $sections; do
       run views2 --set cache.train_views=2
       ;;
     frames)
-      run frames8 --set data.num_frames=8 --set "model.temporal_kernels=[3,5,7]"
+      run frames8 --set data.num_frames=8
       ;;
     k333)
       run dynamic_k333 --set "model.dynamic_kernel=[3,3,3]"
