@@ -3,7 +3,11 @@
 1. Frame backbone (EfficientNet-Lite0, 224 x 224, frozen, inference): frames/s of fp32 NCHW eager (the naive
    baseline) against channels-last, bf16 autocast, bf16 weights, ``torch.inference_mode``, a larger batch and
    (unless ``--quick`` or ``--no-compile``) ``torch.compile``; ratio to the baseline; achieved GFLOP/s against a
-   bf16 (and fp32) matmul peak measured in the same run.
+   bf16 (and fp32) matmul peak measured in the same run. On a CPU also each installed backbone runtime
+   (``FrameBackbone.set_runtime``: OpenVINO at its default precision, ONNX Runtime fp32) for Lite0 at 224 and,
+   with its weights package, Lite2 at 260 beside PyTorch bf16 on the same input: ratio to PyTorch bf16 autocast
+   + channels_last + inference_mode of the same backbone and size. The runtime files go to the per-user cache
+   (``dymsta.models.runtime.default_cache_dir``); the first run exports them (``prepare_s``).
 2. Head training step (forward + backward + AdamW on cached-size features, 16 frames, batch 32): clips/s in fp32
    and bf16 autocast for the default head and the ablation/option variants, with achieved GFLOP/s.
 3. Full forward (video -> logits, batch 2 x 16 frames x 224 x 224, bf16 autocast + channels-last +
@@ -33,6 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dymsta.models import FrameBackbone, ModelConfig, build_model
+from dymsta.models import runtime as backbone_runtime
 from dymsta.utils import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,8 +148,49 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 # ---------------------------------------------------------------------- 1. backbone
 
 
-def _backbone(**kw: object) -> FrameBackbone:
-    return FrameBackbone(name="efficientnet_lite0", **kw).eval().to(DEVICE)
+def _backbone(name: str = "efficientnet_lite0", **kw: object) -> FrameBackbone:
+    return FrameBackbone(name=name, **kw).eval().to(DEVICE)
+
+
+TORCH_BEST = "bf16 autocast + channels_last + inference_mode"  # the runtimes' reference row
+
+
+def _runtime_variants(frames: int, run: Callable) -> tuple[dict, dict]:
+    """Rows of the installed runtimes (CPU): Lite0 at 224, Lite2 at 260 with a PyTorch bf16 row of its own.
+
+    Returns ``(variants, meta)``: name -> (fn, frames per call); name -> {backbone, size, reference row, ...}.
+    """
+    if DEVICE.type != "cpu":
+        return {}, {}
+    runtimes = [r for r in ("openvino", "onnxruntime") if backbone_runtime.installed(r)]
+    models = [("efficientnet_lite0", SIZE, "")]
+    try:
+        lite2 = _backbone("efficientnet_lite2")
+        models.append(("efficientnet_lite2", 260, "Lite2 260: "))
+    except Exception as e:  # noqa: BLE001 - its weights package is optional
+        print(f"skipping the Lite2 rows: {e}", flush=True)
+    variants, meta = {}, {}
+    for name, size, prefix in models:
+        video = torch.randn(1, 3, frames, size, size, device=DEVICE)
+        reference = f"{prefix}{TORCH_BEST}"
+        if prefix:  # Lite0's torch rows are the section's own
+            variants[reference] = (run(lite2, video, bf16=True, inference=True), frames)
+            meta[reference] = {"backbone": name, "size": size, "reference": reference, "runtime_id": "torch-bf16-cl"}
+        for runtime in runtimes:
+            backbone = _backbone(name)
+            t0 = time.perf_counter()
+            backbone.set_runtime(runtime)
+            prepare = time.perf_counter() - t0
+            row = f"{prefix}runtime {backbone.runtime_id} (batch {backbone_runtime.BATCH[runtime]})"
+            variants[row] = (run(backbone, video, inference=True), frames)
+            meta[row] = {
+                "backbone": name,
+                "size": size,
+                "reference": reference,
+                "runtime_id": backbone.runtime_id,
+                "prepare_s": prepare,
+            }
+    return variants, meta
 
 
 def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
@@ -177,22 +223,31 @@ def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
             2 * frames,
         ),
     }
+    runtime_rows, runtime_meta = _runtime_variants(frames, run)
+    variants.update(runtime_rows)
+    flops = {name: flops_per_frame for name in variants}
+    per_model = {("efficientnet_lite0", SIZE): flops_per_frame}
+    for name, meta in runtime_meta.items():
+        key = (meta["backbone"], meta["size"])
+        if key not in per_model:
+            lite, s = _backbone(key[0], channels_last=False), key[1]
+            per_model[key] = count_flops(lambda lite=lite, s=s: lite(torch.randn(1, 3, 1, s, s, device=DEVICE)))
+        flops[name] = per_model[key]
     if not args.quick and not args.no_compile:
         compiled = _backbone().compile_features(freezing=True)
         print("compiling the backbone (torch.compile, inductor, freezing) ...", flush=True)
         t0 = time.perf_counter()
         run(compiled, video, bf16=True, inference=True)()
         print(f"  compiled in {time.perf_counter() - t0:.0f} s", flush=True)
-        variants["torch.compile(freezing) + bf16 autocast + channels_last + inference_mode"] = (
-            run(compiled, video, bf16=True, inference=True),
-            frames,
-        )
+        name = "torch.compile(freezing) + bf16 autocast + channels_last + inference_mode"
+        variants[name] = (run(compiled, video, bf16=True, inference=True), frames)
+        flops[name] = flops_per_frame
     sec = round_robin({k: v[0] for k, v in variants.items()}, warmup=args.warmup, repeats=args.repeats)
     base = frames / sec["fp32 NCHW eager (naive baseline)"]
     rows, out = [], {}
     for name, (_, n) in variants.items():
         fps = n / sec[name]
-        gflops = fps * flops_per_frame / 1e9
+        gflops = fps * flops[name] / 1e9
         peak = peaks["bf16"] if "bf16" in name else peaks["fp32"]
         out[name] = {
             "frames_per_s": fps,
@@ -200,14 +255,28 @@ def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
             "gflop_per_s": gflops,
             "pct_of_peak": 100 * gflops / peak,
         }
-        rows.append([name, f"{fps:.1f}", f"{fps / base:.1f}x", f"{gflops:.0f}", f"{100 * gflops / peak:.1f}%"])
+        reference = runtime_meta.get(name, {}).get("reference", TORCH_BEST)
+        x_torch = fps / (variants[reference][1] / sec[reference])
+        out[name]["x_torch_bf16_cl"] = x_torch  # vs PyTorch bf16 + channels_last + inference mode, same model/size
+        out[name].update(runtime_meta.get(name, {"backbone": "efficientnet_lite0", "size": SIZE}))
+        rows.append(
+            [
+                name,
+                f"{fps:.1f}",
+                f"{fps / base:.1f}x",
+                f"{x_torch:.2f}x",
+                f"{gflops:.0f}",
+                f"{100 * gflops / peak:.1f}%",
+            ]
+        )
     table(
         f"1. Frame backbone on {DEVICE.type}: EfficientNet-Lite0, {SIZE}x{SIZE}, {frames} frames/call "
-        f"({flops_per_frame / 1e9:.2f} GFLOP/frame)",
-        ["path", "frames/s", "vs naive", "GFLOP/s", "% peak"],
+        f"({flops_per_frame / 1e9:.2f} GFLOP/frame); 'Lite2 260' rows: EfficientNet-Lite2 at 260x260",
+        ["path", "frames/s", "vs naive", "vs torch bf16", "GFLOP/s", "% peak"],
         rows,
     )
-    best = max(out, key=lambda k: out[k]["frames_per_s"])
+    lite0 = [k for k in out if out[k]["backbone"] == "efficientnet_lite0"]
+    best = max(lite0, key=lambda k: out[k]["frames_per_s"])
     return {
         "frames_per_call": frames,
         "gflop_per_frame": flops_per_frame / 1e9,

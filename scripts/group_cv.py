@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dymsta.cli import recipe_path
-from dymsta.config import load_config
+from dymsta.config import load_config, recipe_path
 from dymsta.data.splits import ucf101_group
 from dymsta.engine.loops import evaluate, train_one_epoch
 from dymsta.engine.optim import LRSchedule, build_optimizer
@@ -48,27 +47,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def load_all_features(cfg, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Every training-list video from the recipe's own caches: features (V, views, Cb, T, h, w) fp16, labels, groups.
+def load_all_features(cfg, run_dir: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+    """Every training-list video from the recipe's own caches: ``{stream: (V, views, C, T, h, w)}`` fp16 (pooled to
+    the recipe's grid, as training reads them), labels, groups.
 
     Videos of the recipe's training split bring their ``cache.train_views`` cached views; videos of its validation
     group(s) have only the evaluation view cached, which stands in for all their views.
     """
     p = build_pipeline(cfg, run_dir)
     _, _, train_set = p.loader(p.splits.train, split="train", train=True, batch_size=cfg.train.batch_size)
-    stores = [train_set.store]
+    sets = [train_set]
     if p.splits.val:
         _, _, val_set = p.loader(p.splits.val, split="val", train=False, batch_size=cfg.train.eval_batch_size)
-        stores.append(val_set.store)
-    views = stores[0].views
-    feats, labels, groups = [], [], []
-    for store in stores:
+        sets.append(val_set)
+    views = train_set.store.views
+    feats: dict[str, list[torch.Tensor]] = {}
+    labels, groups = [], []
+    for data in sets:
+        store = data.store
         for v, video_id in enumerate(store.video_ids):
-            rows = [v * store.views + min(k, store.views - 1) for k in range(views)]
-            feats.append(torch.stack([torch.from_numpy(store.row(r).copy()) for r in rows]))
+            rows = [data.features(v * store.views + min(k, store.views - 1)) for k in range(views)]
+            for name in rows[0]:
+                feats.setdefault(name, []).append(torch.stack([r[name] for r in rows]).half())
             labels.append(store.labels[v])
             groups.append(ucf101_group(video_id))
-    return torch.stack(feats), torch.tensor(labels), groups
+    return {k: torch.stack(v) for k, v in feats.items()}, torch.tensor(labels), groups
+
+
+def select(feats: dict[str, torch.Tensor], streams: tuple[str, ...], index, view=None) -> dict[str, torch.Tensor]:
+    """The model's streams of videos ``index`` (and cached ``view`` per video, else view 0), as float32."""
+    return {s: (feats[s][index, 0] if view is None else feats[s][index, view]).float() for s in streams}
 
 
 def fold_of_groups(groups: list[str], folds: int) -> list[list[int]]:
@@ -88,9 +96,10 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
     schedule = LRSchedule(optimizer, cfg.optim, epochs)
     device = torch.device("cpu")
     amp = amp_dtype_for(cfg.train.amp, device)
+    streams = tuple(cfg.model.streams)
     val_batches = [
         {
-            "inputs": feats[val_idx[i : i + 64], 0].float(),
+            "inputs": select(feats, streams, val_idx[i : i + 64]),
             "label": labels[val_idx[i : i + 64]],
             "num_skipped": 0,
             "video_id": [str(j) for j in val_idx[i : i + 64]],
@@ -99,7 +108,7 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
     ]
     curve = []
     rng = np.random.default_rng(seed)
-    views = feats.shape[1]
+    views = next(iter(feats.values())).shape[1]
     for epoch in range(epochs):
         torch.manual_seed(seed * 1000 + epoch)
         model.set_epoch(epoch)
@@ -109,7 +118,7 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
         bs = cfg.train.batch_size
         batches = [
             {
-                "inputs": feats[order[i : i + bs], view[i : i + bs]].float(),
+                "inputs": select(feats, streams, order[i : i + bs], view[i : i + bs]),
                 "label": labels[order[i : i + bs]],
                 "num_skipped": 0,
                 "video_id": [],

@@ -187,3 +187,85 @@ def test_torchvision_weights_offline_give_one_clear_line(monkeypatch: pytest.Mon
         FrameBackbone(name="torchvision:resnet18")
     msg = str(info.value)
     assert "\n" not in msg and "resnet18" in msg and "model.backbone_weights=PATH" in msg
+
+
+# ---------------------------------------------------------------------- ViT-family (token) backbones
+
+
+@pytest.mark.parametrize(
+    "name,channels,prefix,size",
+    [("timm:vit_tiny_patch16_224", 192, 1, 224), ("timm:vit_small_patch14_reg4_dinov2", 384, 5, 518)],
+)
+def test_token_backbone_gives_the_patch_grid(name: str, channels: int, prefix: int, size: int) -> None:
+    """Prefix tokens (class; DINOv2: class + 4 registers) are dropped, the patch tokens laid out row-major."""
+    backbone = FrameBackbone(name=name, pretrained=False).eval()
+    patch = backbone.net.patch_embed.patch_size[0]
+    assert backbone.out_channels == channels and backbone.net.num_prefix_tokens == prefix
+    assert backbone.input_size == size  # the model's own (timm pretrained_cfg)
+    video = torch.randn(2, 3, 3, 4 * patch, 6 * patch)  # (B, 3, T, H, W): any size, a 4 x 6 patch grid
+    with torch.no_grad():
+        feats = backbone(video)
+        tokens = backbone.net.forward_features(video[:, :, 1].contiguous())  # (B, prefix + 24, C), frame t=1
+    assert feats.shape == (2, channels, 3, 4, 6)
+    assert feats.is_contiguous(memory_format=torch.channels_last_3d)
+    grid = tokens[:, prefix:].reshape(2, 4, 6, channels).permute(0, 3, 1, 2)  # row-major patches -> (B, C, 4, 6)
+    torch.testing.assert_close(feats[:, :, 1], grid, rtol=1e-4, atol=1e-5)
+    pooled = FrameBackbone(name=name, pretrained=False, grid=2).eval()
+    pooled.load_state_dict(backbone.state_dict())
+    with torch.no_grad():
+        assert pooled(video).shape == (2, channels, 3, 2, 2)
+
+
+def test_token_backbone_preprocessing_is_the_models_own() -> None:
+    eva = FrameBackbone(name="timm:eva02_tiny_patch14_224", pretrained=False).eval()  # EVA-02: CLIP normalisation
+    assert eva.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and eva.input_size == 224
+    assert len(eva.stages) == 13  # patch embedding + 12 blocks (the final norm joins the last block)
+    with torch.no_grad():
+        assert eva(torch.randn(1, 3, 2, 224, 224)).shape == (1, 192, 2, 16, 16)  # 224 / 14
+
+
+def test_token_backbone_weights_file_round_trip(tmp_path: Path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()  # with its classifier head
+    path = tmp_path / "vit_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    backbone = FrameBackbone(name="timm:vit_tiny_patch16_224", weights=str(path)).eval()
+    assert backbone.weights_source == f"file:{path}"
+    torch.testing.assert_close(backbone.net.pos_embed, source.pos_embed)
+    frames = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        feats = backbone(frames[:, :, None])[:, :, 0]  # (2, 192, 14, 14)
+        ref = source.forward_features(frames)[:, 1:].reshape(2, 14, 14, 192).permute(0, 3, 1, 2)
+    torch.testing.assert_close(feats, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_token_backbone_offline_gives_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)  # the constant is read at import time
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(BackboneWeightsError) as info:
+        FrameBackbone(name="timm:vit_tiny_patch16_224")
+    msg = str(info.value)
+    assert "\n" not in msg and "vit_tiny_patch16_224" in msg
+    assert "internet" in msg and "model.backbone_weights=PATH" in msg  # both ways to get the weights
+
+
+def test_nhwc_backbone_is_laid_out_as_nchw() -> None:
+    swin = FrameBackbone(name="timm:swin_tiny_patch4_window7_224", pretrained=False).eval()
+    assert swin.out_channels == 768  # not 7 (its forward_features is (N, h, w, C))
+    frame = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        feats = swin(frame[:, :, None])[:, :, 0]
+        ref = swin.net.forward_features(frame)  # (1, 7, 7, 768)
+    assert feats.shape == (1, 768, 7, 7)
+    torch.testing.assert_close(feats, ref.permute(0, 3, 1, 2))
+
+
+def test_torchvision_vit_is_refused_with_one_line() -> None:
+    with pytest.raises(ModelConfigError, match=r"^model.backbone: torchvision:vit_b_16 does not run as a frame") as e:
+        FrameBackbone(name="torchvision:vit_b_16", pretrained=False)
+    assert "\n" not in str(e.value) and "timm" in str(e.value)

@@ -4,8 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from dymsta.cli import RECIPES, recipe_path
-from dymsta.config import Config, ConfigError, config_from_dict, config_to_dict, dump_config, load_config
+from dymsta.config import (
+    RECIPES,
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+    recipe_path,
+)
 
 
 @pytest.mark.parametrize("recipe", sorted(p.stem for p in RECIPES.glob("*.yaml")))

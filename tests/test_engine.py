@@ -20,7 +20,7 @@ from dymsta.cli import main
 from dymsta.config import load_config
 from dymsta.data import collate_clips
 from dymsta.data.synth import SYNTH_CLASSES, generate_synthetic
-from dymsta.engine.cache import CachedClips, CacheSpec, get_or_build_cache
+from dymsta.engine.cache import CachedClips, CacheSpec, StreamSpec, get_or_build_cache
 from dymsta.engine.loops import EpochBatchSampler, NonFiniteLossError, collate_features, train_one_epoch
 from dymsta.engine.train import HeadNet, build_pipeline, train
 from dymsta.models import build_model
@@ -127,7 +127,7 @@ def test_train_writes_the_whole_run(
     assert "max |diff|" in capsys.readouterr().out
 
 
-def eval_spec(p, dtype: str = "float16") -> CacheSpec:
+def eval_spec(p) -> CacheSpec:
     """The cache spec of one deterministic eval view per video, for the tiny config."""
     return CacheSpec(
         backbone=p.model.backbone.fingerprint(),
@@ -138,26 +138,36 @@ def eval_spec(p, dtype: str = "float16") -> CacheSpec:
         views=1,
         crops=1,
         seed=0,
-        dtype=dtype,
+    )
+
+
+def cache_of(p, records, cache: Path, spec: CacheSpec, *, dtype: str = "float16", extract=None, **kw):
+    """The RGB feature cache of ``records`` (one eval view each) through ``get_or_build_cache``."""
+    kw = {"batch_size": 4, "workers": 0, "device": torch.device("cpu"), "amp_dtype": None, **kw}
+    return get_or_build_cache(
+        "val",
+        extract or (lambda batch: p.model.extract(batch, partial=True)),
+        lambda modalities: p.clip_dataset(records, mode="eval", modalities=modalities),
+        records,
+        cache,
+        spec=spec,
+        streams=[StreamSpec("rgb", "v1", dtype)],
+        **kw,
     )
 
 
 def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    cfg = tiny_cfg(synth_root, cache)
-    p = build_pipeline(cfg, tmp_path / "run")
-    clips = p.clip_dataset(p.splits.val, mode="eval")
+    p = build_pipeline(tiny_cfg(synth_root, cache), tmp_path / "run")
     spec = eval_spec(p)
-    kw = {"batch_size": 4, "workers": 0, "device": torch.device("cpu"), "amp_dtype": torch.bfloat16}
-    first = get_or_build_cache("val", p.model.backbone, clips, cache, spec=spec, **kw)
-    stamp = (first.path / "features.npy").stat().st_mtime_ns
-    again = get_or_build_cache("val", p.model.backbone, clips, cache, spec=spec, **kw)
-    assert again.path == first.path and (again.path / "features.npy").stat().st_mtime_ns == stamp  # reused
-    assert first.row(0).dtype.name == "float16" and first.row(0).shape[1] == 8  # (Cb, T, h, w)
+    first = cache_of(p, p.splits.val, cache, spec, amp_dtype=torch.bfloat16)
+    stamp = first.streams["rgb"].file.stat().st_mtime_ns
+    again = cache_of(p, p.splits.val, cache, spec, amp_dtype=torch.bfloat16)
+    assert again.path == first.path and again.streams["rgb"].file.stat().st_mtime_ns == stamp  # reused
+    row = first.row(0)["rgb"]
+    assert row.dtype.name == "float16" and row.shape[1] == 8  # (Cb, T, h, w)
 
-    other = get_or_build_cache(
-        "val", p.model.backbone, clips, cache, spec=CacheSpec(**{**spec.__dict__, "views": 1, "seed": 1}), **kw
-    )
+    other = cache_of(p, p.splits.val, cache, CacheSpec(**{**spec.__dict__, "views": 1, "seed": 1}))
     assert other.path != first.path  # any setting change -> a new cache
     video = Path(p.splits.val[0].path)
     os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))  # a changed file -> a new key
@@ -165,27 +175,21 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_pa
 
 
 def test_interrupted_cache_build_never_looks_complete(synth_root: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(synth_root, tmp_path / "cache")
-    p = build_pipeline(cfg, tmp_path / "run")
-    clips = p.clip_dataset(p.splits.val, mode="eval")
+    p = build_pipeline(tiny_cfg(synth_root, tmp_path / "cache"), tmp_path / "run")
     spec = eval_spec(p)
+    calls = []
 
-    class Boom(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.calls = 0
+    def boom(batch: dict) -> dict:
+        calls.append(1)
+        if len(calls) > 2:  # the probe and the first batch pass, then the "machine dies"
+            raise KeyboardInterrupt
+        return p.model.extract(batch, partial=True)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            if self.calls > 2:  # the probe and the first batch pass, then the "machine dies"
-                raise KeyboardInterrupt
-            return p.model.backbone(x)
-
-    kw = {"batch_size": 2, "workers": 0, "device": torch.device("cpu"), "amp_dtype": None}
     with pytest.raises(KeyboardInterrupt):
-        get_or_build_cache("val", Boom(), clips, tmp_path / "cache", spec=spec, **kw)
-    assert not [d for d in (tmp_path / "cache").iterdir() if not d.name.startswith(".building")]
-    store = get_or_build_cache("val", p.model.backbone, clips, tmp_path / "cache", spec=spec, **kw)
+        cache_of(p, p.splits.val, tmp_path / "cache", spec, extract=boom, batch_size=2)
+    assert not list((tmp_path / "cache").rglob("index.json"))
+    assert not list((tmp_path / "cache").rglob("*.npy"))  # the half-written stream was removed
+    store = cache_of(p, p.splits.val, tmp_path / "cache", spec, batch_size=2)
     assert store.valid.all() and len(store) == len(p.splits.val)
 
 
@@ -195,19 +199,8 @@ def test_training_from_cache_equals_training_through_the_backbone(synth_root: Pa
     p = build_pipeline(cfg, tmp_path / "run")
     records = p.splits.train
     clips = p.clip_dataset(records, mode="eval")  # deterministic views, so both paths see the same pixels
-    spec = eval_spec(p, dtype="float32")
-    store = get_or_build_cache(
-        "train-eval",
-        p.model.backbone,
-        clips,
-        tmp_path / "cache",
-        spec=spec,
-        batch_size=4,
-        workers=0,
-        device=torch.device("cpu"),
-        amp_dtype=None,
-    )
-    feats = CachedClips(store, per_video=False)
+    store = cache_of(p, records, tmp_path / "cache", eval_spec(p), dtype="float32")
+    feats = CachedClips(store, per_video=False, grid=p.read_grid())
 
     def run(dataset, collate, net_of) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)

@@ -22,21 +22,7 @@ from pathlib import Path
 
 from dymsta import __version__
 
-__all__ = ["main", "build_parser", "recipe_path"]
-
-RECIPES = Path(__file__).resolve().parent / "configs"
-
-
-def recipe_path(name: str) -> Path:
-    """A config path, or the name of a recipe shipped with dymsta (``ucf101_split1``, ``demo``, ...)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = RECIPES / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    raise FileNotFoundError(f"config {name!r} not found (a YAML path, or one of the shipped recipes: {known})")
+__all__ = ["main", "build_parser"]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -115,7 +101,7 @@ def _run_dir(args: argparse.Namespace, config: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dymsta.config import load_config
+    from dymsta.config import load_config, recipe_path
     from dymsta.engine.train import train
 
     config = recipe_path(args.config)
@@ -168,7 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from dymsta.config import load_config
+    from dymsta.config import load_config, recipe_path
     from dymsta.engine.train import extract_features
 
     config = recipe_path(args.config)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from dymsta.data.motion import MotionSettings, check_modalities
 from dymsta.models import ModelConfig
 
 __all__ = [
@@ -36,7 +37,10 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "dump_config",
+    "recipe_path",
 ]
+
+RECIPES = Path(__file__).resolve().parent / "configs"  # the recipes shipped with dymsta
 
 
 class ConfigError(ValueError):
@@ -60,6 +64,8 @@ class DataConfig:
     workers: int = 2  # DataLoader worker processes (0 = decode in the main process)
     max_videos_per_class: int | None = None  # cap for quick experiments; None = all
     seed: int = 0  # seed of the validation split and of the cached augmentations
+    modalities: tuple[str, ...] = ("rgb",)  # input streams: rgb, rgbdiff (frame differences), mv (codec motion)
+    motion: MotionSettings = field(default_factory=MotionSettings)  # how rgbdiff and mv are made
 
 
 @dataclass
@@ -67,7 +73,7 @@ class CacheConfig:
     enabled: bool = True  # cache backbone features when the backbone is frozen (the CPU-practical path)
     dir: str | None = None  # None = RUN_DIR/../cache (shared by runs beside each other)
     train_views: int = 4  # augmented views cached per training video; one is drawn per epoch
-    dtype: str = "float16"  # float16 halves disk and memory; float32 for exactness tests
+    dtype: str = "float16"  # float16 halves disk and memory; uint8 (per row and channel) halves it again; float32 exact
     batch_size: int = 16  # clips per backbone batch while building
 
 
@@ -114,7 +120,7 @@ class Config:
         _check_choice("optim.name", self.optim.name, ("adamw", "sgd"))
         _check_choice("optim.scheduler", self.optim.scheduler, ("plateau", "cosine", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "bf16", "fp16", "none"))
-        _check_choice("cache.dtype", self.cache.dtype, ("float16", "float32"))
+        _check_choice("cache.dtype", self.cache.dtype, ("float16", "float32", "uint8"))
         positive = {
             "data.num_frames": self.data.num_frames,
             "data.test_clips": self.data.test_clips,
@@ -140,9 +146,30 @@ class Config:
                 f"model.num_frames ({self.model.num_frames}) must equal data.num_frames ({self.data.num_frames})"
             )
         try:
+            self.data.motion.validate()
+            modalities = check_modalities(self.data.modalities)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if tuple(self.model.streams) != modalities:
+            raise ConfigError(
+                f"model.streams ({list(self.model.streams)}) must equal data.modalities ({list(modalities)})"
+            )
+        if self.model.hist_channels != model_hist_channels(self.data):
+            raise ConfigError(
+                f"model.hist_channels ({self.model.hist_channels}) must be {model_hist_channels(self.data)} for "
+                f"data.modalities={list(modalities)} and data.motion.mv_encoding={self.data.motion.mv_encoding!r}"
+            )
+        try:
             self.model.validate()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+
+def model_hist_channels(data: DataConfig) -> int:
+    """``model.hist_channels`` for these data settings: ``bins + 1`` for an mv histogram stream, else 0."""
+    if "mv" in data.modalities and data.motion.mv_encoding == "hist":
+        return data.motion.mv_bins + 1
+    return 0
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -273,8 +300,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if isinstance(d["model"], dict):
             d["model"].setdefault("num_frames", data["num_frames"])
     cfg = config_from_dict(d)
+    model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    # model.streams and model.hist_channels follow the data's streams unless set explicitly
+    if "streams" not in model and "hist_channels" not in model:
+        try:
+            streams = check_modalities(cfg.data.modalities)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        cfg.model = dataclasses.replace(cfg.model, streams=streams, hist_channels=model_hist_channels(cfg.data))
     cfg.validate()
     return cfg
+
+
+def recipe_path(name: str) -> Path:
+    """A config path, or the name of a recipe shipped with dymsta (``ucf101_split1``, ``demo``, ...)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = RECIPES / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise FileNotFoundError(f"config {name!r} not found (a YAML path, or one of the shipped recipes: {known})")
 
 
 def dump_config(cfg: Config) -> str:

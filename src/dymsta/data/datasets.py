@@ -1,7 +1,10 @@
 """Map-style clip dataset over indexed videos: sample frames, decode only those, crop, flip, normalise.
 
-Item ``i`` is view ``i % views`` of record ``i // views`` and returns ``(clip, label, video_id)`` with ``clip``
-float32 (3, T, size, size), normalised with the backbone's mean/std. Modes:
+Item ``i`` is view ``i % views`` of record ``i // views`` and returns ``(streams, label, video_id)``: ``streams`` maps
+each of ``modalities`` to a float32 tensor -- ``rgb``, ``rgbdiff`` and ``mv`` (image encoding) are images
+``(3, T, size, size)`` normalised with the backbone's mean/std; ``mv`` encoded as a histogram is
+``(bins + 1, T, h, w)`` on the backbone's feature grid (:mod:`dymsta.data.motion`). Every stream of a view comes
+from one decode of the file, with the same frames, crop and flip. Modes:
 
 - ``"train"``: a random frame per TSN segment, one random resized crop (area share ``crop_scale``, aspect 3/4-4/3)
   and a random horizontal flip for the whole clip; all draws from torch's global RNG, so ``torch.manual_seed`` and
@@ -33,7 +36,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from dymsta.data.decode import BACKENDS, DecoderBackendError, VideoDecodeError, read_frames, torchcodec_available
+from dymsta.data import motion as M
+from dymsta.data.decode import (
+    BACKENDS,
+    DecodedClip,
+    DecoderBackendError,
+    VideoDecodeError,
+    read_clip,
+    read_frames,
+    torchcodec_available,
+)
 from dymsta.data.index import VideoRecord
 from dymsta.data.sampling import (
     EVAL_CROPS,
@@ -43,10 +55,10 @@ from dymsta.data.sampling import (
     segment_indices,
     stable_seed,
 )
-from dymsta.data.transforms import clip_to_tensor, eval_source_box, hflip, resized_crop
+from dymsta.data.transforms import clip_to_tensor, eval_source_box, hflip, resize, resized_crop
 from dymsta.utils import get_logger
 
-__all__ = ["MODES", "VideoClipDataset", "collate_clips"]
+__all__ = ["MODES", "VideoClipDataset", "collate_clips", "motion_windows"]
 
 log = get_logger(__name__)
 
@@ -71,6 +83,9 @@ class VideoClipDataset(Dataset):
         crop_scale: area share range of the random resized crop (train and augment modes).
         hflip: random horizontal flips in train/augment modes; turn off when left/right is the label
             (the synthetic set's MoveLeft/MoveRight and RotateCW/RotateCCW).
+        modalities: the streams of every item (``rgb``, ``rgbdiff``, ``mv``).
+        motion: how the motion streams are made.
+        feature_grid: ``(h, w)`` of the backbone's feature grid at ``size`` (for ``mv`` as a histogram).
     """
 
     def __init__(
@@ -89,8 +104,17 @@ class VideoClipDataset(Dataset):
         backend: str = "pyav",
         crop_scale: tuple[float, float] = (0.4, 1.0),
         hflip: bool = True,
+        modalities: Sequence[str] = ("rgb",),
+        motion: M.MotionSettings | None = None,
+        feature_grid: tuple[int, int] | None = None,
     ) -> None:
         _check_settings(num_frames=num_frames, size=size, mode=mode, views=views, crops=crops, backend=backend)
+        self.modalities = M.check_modalities(modalities)
+        self.motion = motion or M.MotionSettings()
+        self.motion.validate()
+        if "mv" in self.modalities and self.motion.mv_encoding == "hist" and feature_grid is None:
+            raise ValueError("mv as a histogram (data.motion.mv_encoding=hist) needs the backbone's feature_grid")
+        self.feature_grid = feature_grid
         self.records = list(records)
         self.num_frames, self.size, self.mode = num_frames, size, mode
         self.views, self.crops, self.seed, self.backend = views, crops, seed, backend
@@ -103,6 +127,7 @@ class VideoClipDataset(Dataset):
         self.crop_scale = crop_scale
         self.hflip = hflip
         self._bad = _BadFiles()
+        self._motion_notes = _BadFiles()  # files whose mv stream came from the fallback: path -> "flow" | "none"
 
     def __len__(self) -> int:
         return len(self.records) * self.views
@@ -123,7 +148,13 @@ class VideoClipDataset(Dataset):
         """How many files were found undecodable (so far, in any process)."""
         return len(self.bad_files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str] | None:
+    @property
+    def motion_fallbacks(self) -> dict[str, str]:
+        """Files whose ``mv`` stream did not come from codec vectors: path -> ``"flow"`` (optical flow) or
+        ``"none"`` (zeros), so far, in any process."""
+        return self._motion_notes.all()
+
+    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], int, str] | None:
         r, view = self.view_of(i)
         record = self.records[r]
         if self._bad.get(record.path) is not None:
@@ -138,16 +169,82 @@ class VideoClipDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------------ internals
 
-    def _clip(self, record: VideoRecord, view: int) -> torch.Tensor:
-        """float32 (3, T, size, size) for one view of one record."""
+    def _clip(self, record: VideoRecord, view: int) -> dict[str, torch.Tensor]:
+        """The streams of one view of one record (see the module docstring for their shapes)."""
         rng = self._view_rng(record, view)
         indices = self._indices(record, view, rng)
-        frames = torch.from_numpy(read_frames(record.path, indices, backend=self.backend, short_side=self.resize))
-        box, flip = self._box_and_flip(frames.shape[1], frames.shape[2], view, rng)
+        if self.modalities == ("rgb",) and self.backend != "pyav":
+            frames = read_frames(record.path, indices, backend=self.backend, short_side=self.resize)
+            clip = DecodedClip(frames=frames)
+        else:
+            clip = self._decode(record, indices)
+        box, flip = self._box_and_flip(clip.frames.shape[1], clip.frames.shape[2], view, rng)
+        if "mv" in self.modalities and clip.motion_source != "codec":
+            if self._motion_notes.add(record.path, clip.motion_source) and clip.motion_source == "none":
+                log.warning("%s: no motion vectors and no optical-flow fallback; its mv stream is zeros", record.path)
+        out: dict[str, torch.Tensor] = {}
+        for name in self.modalities:
+            if name == "mv" and self.motion.mv_encoding == "hist":
+                out[name] = self._motion_histogram(clip, box, flip)
+            else:
+                frames = self._stream_frames(name, clip, box, flip)
+                out[name] = clip_to_tensor(frames, mean=self.mean, std=self.std)
+        return out
+
+    def _decode(self, record: VideoRecord, indices: np.ndarray) -> DecodedClip:
+        """One pass over the file for every stream: frames, the frames after them, motion-vector fields."""
+        m = self.motion
+        following = m.next_frames if "rgbdiff" in self.modalities else 0
+        windows = None
+        if "mv" in self.modalities:
+            windows = motion_windows(indices, record.num_frames, self.num_frames, window=m.mv_window)
+        return read_clip(
+            record.path,
+            indices,
+            short_side=self.resize,
+            following=following,
+            motion_windows=windows,
+            motion_fallback=m.mv_fallback,
+        )
+
+    def _stream_frames(self, name: str, clip: DecodedClip, box: CropBox, flip: bool) -> torch.Tensor:
+        """uint8 ``(T, size, size, 3)`` images of an image stream, cropped and flipped."""
+        if name == "rgb":
+            frames = torch.from_numpy(clip.frames)
+        elif name == "rgbdiff":
+            m = self.motion
+            diff = M.rgb_difference(clip.frames, clip.following, mode=m.rgbdiff, scale=m.rgbdiff_scale)
+            frames = torch.from_numpy(diff)
+        else:  # mv as an image, built in crop coordinates (where the vectors are rescaled and flipped)
+            return self._flow_images(clip, box, flip)
         frames = resized_crop(frames, box, self.size)  # (T, size, size, 3) uint8
-        if flip:
-            frames = hflip(frames)
-        return clip_to_tensor(frames, mean=self.mean, std=self.std)
+        return hflip(frames) if flip else frames
+
+    def _flows(self, clip: DecodedClip, box: CropBox, flip: bool, out_size: int) -> list[torch.Tensor]:
+        """Per sampled frame, its window's flow fields ``(F, 2, out_size, out_size)`` in crop coordinates, camera
+        motion (each frame's median vector) removed first."""
+        out = []
+        for fields in clip.flows:
+            if len(fields) == 0:
+                out.append(M.zero_flow(out_size))
+                continue
+            moving = M.remove_camera_motion(torch.from_numpy(fields))
+            out.append(M.crop_flow(moving, box, cell=clip.flow_cell, out_size=out_size, flip=flip))
+        return out
+
+    def _flow_images(self, clip: DecodedClip, box: CropBox, flip: bool) -> torch.Tensor:
+        """uint8 ``(T, size, size, 3)`` flow images: made at 1/8 of the size (the fields are 16-pixel blocks, so
+        nothing finer exists), then resized up."""
+        low = max(8, -(-self.size // 8))
+        images = torch.stack([M.flow_image(f, scale=self.motion.mv_scale) for f in self._flows(clip, box, flip, low)])
+        return resize(images, self.size, self.size, antialias=False)  # (T, low, low, 3) -> (T, size, size, 3)
+
+    def _motion_histogram(self, clip: DecodedClip, box: CropBox, flip: bool) -> torch.Tensor:
+        """float32 ``(bins + 1, T, h, w)`` orientation histograms on the feature grid."""
+        gh, gw = self.feature_grid
+        flows = self._flows(clip, box, flip, out_size=8 * max(gh, gw))  # 8 samples per grid cell and axis
+        hist = [M.flow_histogram(f, bins=self.motion.mv_bins, grid=(gh, gw)) for f in flows]
+        return torch.stack(hist, dim=1)
 
     def _is_random(self, view: int) -> bool:
         return self.mode == "train" or (self.mode == "augment" and view > 0)
@@ -266,11 +363,24 @@ def _check_settings(*, num_frames: int, size: int, mode: str, views: int, crops:
             raise DecoderBackendError(why)
 
 
-def collate_clips(batch: list[tuple[torch.Tensor, int, str] | None]) -> dict[str, Any] | None:
+def motion_windows(indices: np.ndarray, num_frames: int, num_segments: int, *, window: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` frames whose motion vectors make each sampled frame's flow.
+
+    ``window`` frames centred on each index (1 = the sampled frame alone), or with ``window=0`` the whole TSN
+    segment the index lies in; clipped to the video.
+    """
+    if window == 0:
+        bounds = np.floor(np.arange(num_segments + 1) * (num_frames / num_segments)).astype(int)
+        segment = np.minimum(np.searchsorted(bounds, indices, side="right") - 1, num_segments - 1)
+        return [(int(bounds[s]), int(max(bounds[s + 1], bounds[s] + 1))) for s in segment]
+    return [(max(0, int(i) - (window - 1) // 2), min(num_frames, int(i) + window // 2 + 1)) for i in indices]
+
+
+def collate_clips(batch: list[tuple[dict[str, torch.Tensor], int, str] | None]) -> dict[str, Any] | None:
     """Stack dataset items, dropping skipped (None) ones.
 
     Returns:
-        ``{"video": float (B, 3, T, S, S), "label": long (B,), "video_id": list[str], "num_skipped": int}``,
+        ``{"video": {stream: float (B, C, T, ...)}, "label": long (B,), "video_id": list[str], "num_skipped": int}``,
         or None when every item of the batch was skipped.
     """
     items = [b for b in batch if b is not None]

@@ -36,6 +36,8 @@ __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "probe_video",
+    "DecodedClip",
+    "read_clip",
     "read_frames",
     "torchcodec_available",
 ]
@@ -284,40 +286,181 @@ class _RGBConverter:
 
 
 def _read_pyav(path: str | os.PathLike, indices: list[int], short_side: int | None) -> np.ndarray:
+    return read_clip(path, indices, short_side=short_side).frames
+
+
+@dataclass
+class DecodedClip:
+    """What one pass of :func:`read_clip` over a file gives.
+
+    Attributes:
+        frames: uint8 ``(T, H, W, 3)`` RGB at the requested indices (rotation applied, maybe shrunk).
+        following: uint8 ``(T, K, H, W, 3)``: the K frames after each requested one (the last decodable frame
+            past the end), or None when ``following=0``.
+        flows: per requested position, float32 ``(F_i, 2, h, w)`` forward-flow fields (pixels of ``frames`` per
+            frame; ``F_i`` may be 0), or None when no motion was asked for.
+        flow_cell: pixels of ``frames`` per flow-field cell.
+        motion_source: ``"codec"`` (motion vectors), ``"flow"`` (optical-flow fallback), ``"none"`` (no motion
+            available: zeros) or ``""`` (not asked for).
+        num_decoded: frames decoded before the pass stopped (it stops at the last frame it needs).
+    """
+
+    frames: np.ndarray
+    following: np.ndarray | None = None
+    flows: list[np.ndarray] | None = None
+    flow_cell: float = 1.0
+    motion_source: str = ""
+    num_decoded: int = 0
+
+
+def read_clip(
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    *,
+    short_side: int | None = None,
+    following: int = 0,
+    motion_windows: Sequence[tuple[int, int]] | None = None,
+    motion_fallback: str = "flow",
+) -> DecodedClip:
+    """Decode, in one pass over the file (PyAV), the frames at ``indices`` and what motion streams need.
+
+    Args:
+        path: video file.
+        indices: frame positions (presentation order, >= 0), any order, duplicates allowed.
+        short_side: shrink frames (aspect kept) whose short side is larger, during colour conversion.
+        following: also convert the ``following`` frames after each requested one (RGB differences).
+        motion_windows: per requested position, a ``[start, stop)`` range of frames whose codec motion vectors
+            make its flow fields (see :mod:`dymsta.data.motion`). A window holding no frame with vectors (a key
+            frame) takes the next frame that has them, up to 8 frames on. Codecs that export no vectors get
+            ``motion_fallback``: ``"flow"`` (OpenCV DIS optical flow from each frame to the next) or ``"zeros"``.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened or decoded (one line, naming the file and the cause).
+        ValueError: a negative index.
+    """
+    from dymsta.data.motion import MOTION_VECTOR_CODECS
+
+    idx = [int(i) for i in indices]
+    if any(i < 0 for i in idx):
+        raise ValueError(f"{path}: frame indices must be >= 0, got {min(idx)}")
     _check_file(path)
-    slots: dict[int, list[int]] = {}  # frame index -> positions in the output
-    for pos, i in enumerate(indices):
-        slots.setdefault(i, []).append(pos)
-    last = max(indices, default=-1)
-    convert = _RGBConverter(short_side)
-    out: np.ndarray | None = None
-    current, frame = -1, None
     with _open(path) as container:
         stream = _video_stream(container, path)
-        if not indices:
-            return _empty_like_stream(stream, short_side)
+        if not idx:
+            return DecodedClip(frames=_empty_like_stream(stream, short_side))
+        use_vectors = motion_windows is not None and stream.codec_context.name in MOTION_VECTOR_CODECS
+        if use_vectors:
+            stream.codec_context.options = {"flags2": "+export_mvs"}
+        if motion_windows is not None and not use_vectors and motion_fallback == "flow":
+            following = max(following, 1)  # the optical-flow fallback needs each frame's successor
+        plan = _DecodePlan(idx, following, motion_windows if use_vectors else None)
+        convert = _RGBConverter(short_side)
         try:
-            for frame in container.decode(stream):
-                current += 1
-                if current in slots:
-                    out = _store(out, convert(frame), slots.pop(current), len(indices))
-                if current >= last:
-                    break
+            plan.run(container.decode(stream), convert)
         except av.error.FFmpegError as e:
-            raise VideoDecodeError(path, f"decoding failed after frame {current} ({_ffmpeg_message(e)})") from None
-    if frame is None:
+            raise VideoDecodeError(path, f"decoding failed after frame {plan.current} ({_ffmpeg_message(e)})") from None
+    if plan.last_frame is None:
         raise VideoDecodeError(path, "zero decodable frames")
-    if slots:  # the header promised more frames than the stream holds: repeat the last one
-        log.debug("%s: frames %s requested, stream ends at %d", path, sorted(slots), current)
-        out = _store(out, convert(frame), [p for ps in slots.values() for p in ps], len(indices))
-    return out
+    clip = plan.result(convert)
+    if motion_windows is not None:
+        _attach_motion(clip, plan, use_vectors=use_vectors, fallback=motion_fallback)
+    return clip
 
 
-def _store(out: np.ndarray | None, image: np.ndarray, positions: list[int], n: int) -> np.ndarray:
-    if out is None:
-        out = np.empty((n, *image.shape), dtype=np.uint8)  # (T, H, W, 3)
-    out[positions] = image
-    return out
+class _DecodePlan:
+    """Which decoded frames to convert to RGB or read vectors from, and where they go; filled by :meth:`run`."""
+
+    LOOKAHEAD = 8  # frames past a vector-less window searched for the next frame with vectors
+
+    def __init__(self, indices: list[int], following: int, windows: Sequence[tuple[int, int]] | None) -> None:
+        self.indices, self.following, self.windows = indices, following, windows
+        self.rgb_wanted = {i + k for i in indices for k in range(following + 1)}
+        self.vector_frames: set[int] = set()
+        if windows is not None:
+            self.vector_frames = {f for a, b in windows for f in range(a, max(b, a + 1))}
+        self.stop = max(max(self.rgb_wanted), max(self.vector_frames, default=-1))
+        self.rgb: dict[int, np.ndarray] = {}
+        self.vectors: dict[int, np.ndarray] = {}  # frame -> (2, h, w) field in coded pixels
+        self.coded_size: tuple[int, int] = (0, 0)
+        self.rotation = 0
+        self.current, self.last_frame = -1, None
+        self._last_rgb: np.ndarray | None = None
+
+    def _extend_for_key_frames(self) -> None:
+        """Windows that ended without vectors look further ahead (a key frame has none)."""
+        for a, b in self.windows or ():
+            b = max(b, a + 1)
+            if b - 1 <= self.current and not any(f in self.vectors for f in range(a, self.current + 1)):
+                if self.current < b - 1 + self.LOOKAHEAD:
+                    self.vector_frames.add(self.current + 1)
+                    self.stop = max(self.stop, self.current + 1)
+
+    def run(self, frames: Any, convert: _RGBConverter) -> None:
+        from dymsta.data.motion import rasterize_vectors
+
+        for frame in frames:
+            self.current += 1
+            self.last_frame = frame
+            if self.current in self.rgb_wanted:
+                self.rgb[self.current] = convert(frame)
+            if self.current in self.vector_frames:
+                side = frame.side_data.get("MOTION_VECTORS")
+                if side is not None:
+                    self.coded_size, self.rotation = (frame.height, frame.width), _clockwise_rotation(frame)
+                    self.vectors[self.current] = rasterize_vectors(side.to_ndarray(), frame.height, frame.width)
+                elif self.windows is not None:
+                    self._extend_for_key_frames()
+            if self.current >= self.stop:
+                break
+
+    def frame_at(self, i: int, convert: _RGBConverter) -> np.ndarray:
+        """RGB of frame ``i``, or of the last decodable frame when the stream ends before ``i``."""
+        if i in self.rgb:
+            return self.rgb[i]
+        if self._last_rgb is None:  # the header promised more frames than the stream holds
+            self._last_rgb = self.rgb.get(self.current) if self.current in self.rgb else convert(self.last_frame)
+        return self._last_rgb
+
+    def result(self, convert: _RGBConverter) -> DecodedClip:
+        frames = np.stack([self.frame_at(i, convert) for i in self.indices])  # (T, H, W, 3)
+        following = None
+        if self.following:
+            following = np.stack(
+                [np.stack([self.frame_at(i + k, convert) for k in range(1, self.following + 1)]) for i in self.indices]
+            )  # (T, K, H, W, 3)
+        if self.stop > self.current:
+            log.debug("frames up to %d requested, the stream ends at %d", self.stop, self.current)
+        return DecodedClip(frames=frames, following=following, num_decoded=self.current + 1)
+
+
+def _attach_motion(clip: DecodedClip, plan: _DecodePlan, *, use_vectors: bool, fallback: str) -> None:
+    """Per-position flow fields from the codec's vectors, or the optical-flow fallback, or none."""
+    from dymsta.data.motion import dis_flow, rotate_flow
+
+    h, w = clip.frames.shape[1:3]
+    if use_vectors:
+        clip.motion_source = "codec" if plan.vectors else "none"
+        coded_h, coded_w = plan.coded_size
+        displayed_w = coded_h if plan.rotation in (90, 270) else coded_w
+        shrink = w / displayed_w if displayed_w else 1.0  # frames may be shrunk at conversion
+        clip.flow_cell = 16 * shrink
+        clip.flows = []
+        for a, b in plan.windows:
+            found = [f for f in range(a, max(b, a + 1) + plan.LOOKAHEAD) if f in plan.vectors]
+            inside = [f for f in found if f < max(b, a + 1)]
+            chosen = inside or found[:1]
+            fields = [rotate_flow(plan.vectors[f], plan.rotation) * shrink for f in chosen]
+            clip.flows.append(np.stack(fields) if fields else np.zeros((0, 2, 1, 1), np.float32))
+        return
+    flows = None
+    if fallback == "flow":
+        flows = [dis_flow(a, b[0]) for a, b in zip(clip.frames, clip.following, strict=True)]
+    if flows is None or any(f is None for f in flows):  # zeros asked for, or OpenCV missing
+        clip.motion_source = "none"
+        clip.flows = [np.zeros((0, 2, 1, 1), np.float32) for _ in plan.indices]
+        return
+    clip.motion_source, clip.flow_cell = "flow", 4.0
+    clip.flows = [f[None] for f in flows]
 
 
 def _empty_like_stream(stream: av.video.stream.VideoStream, short_side: int | None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Feature cache: frozen-backbone features computed once per (video, view), stored fp16 on disk, read by row.
+"""Feature cache: frozen-backbone features computed once per (video, view, stream), stored on disk, read by row.
 
 With a frozen backbone (the paper's "feature extraction"), every epoch would recompute the same per-frame features.
 The cache runs the backbone once per video and view and keeps the result, so 100 epochs of the head cost about as much
@@ -6,14 +6,22 @@ as one pass of the backbone.
 
 Layout of one cache (a folder ``<cache_dir>/<name>-<key>``)::
 
-    features.npy   (N_rows, Cb, T, h, w) float16/float32, a plain .npy file read row by row with pread
-    index.json     {"key", "spec", "video_ids", "labels", "views", "valid", "complete": true}
+    index.json               {"key", "spec", "video_ids", "labels", "views", "streams": {...}, "complete": true}
+    <stream>-<id>.npy        (N_rows, C, T, h, w) float16/float32, or uint8 with a scales file; read row by row
+    <stream>-<id>.scale.npy  (N_rows, C, 2) float32 (low, step) per row and channel, for uint8 storage
 
-Rows are ``video * views + view``. The key hashes everything the features depend on (backbone and its weights,
-frames, size, sampling mode and views, seed, the video files' sizes and mtimes), so a change builds a new cache.
-Building happens in ``.building-<name>-<key>/`` and is renamed into place when finished: an interrupted build never
-looks complete. Under torchrun the rows are sharded over ranks, each writing its own rows.
-Reads use ``os.pread`` rather than a memory map, so a process's resident memory stays flat however large the cache.
+Rows are ``video * views + view``. The key hashes everything every stream of a view shares (backbone, its weights
+and runtime, frames, size, sampling mode and views, seed, augmentation, the video files' sizes and mtimes), so a
+change builds a new cache. Each stream (``rgb``, ``rgbdiff``, ``mv``) is a file of its own whose id hashes the
+stream's settings and storage type: a run asking for a stream the cache lacks adds that file (decoding each video
+once for all missing streams) and keeps the others. Features keep the backbone's whole grid; each head pools them
+at read time (DyMSTA-Net to ``model.spatial_pool``, TSN and the linear probe to the frame mean), so one cache per
+backbone serves every head.
+
+A stream is written to ``.building-<file>`` and renamed into place when finished, then ``index.json`` is replaced
+atomically: an interrupted build never looks complete and never damages the streams already there. Under torchrun
+the rows are sharded over ranks, each writing its own rows. Reads use ``os.pread`` rather than a memory map, so a
+process's resident memory stays flat however large the cache.
 """
 
 from __future__ import annotations
@@ -22,8 +30,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,16 +43,20 @@ from torch.utils.data import DataLoader, Dataset
 
 from dymsta.data import VideoClipDataset, VideoRecord
 from dymsta.engine import distributed as D
+from dymsta.models.backbone import pool_grid
 from dymsta.utils import atomic_write_json, progress
 
-__all__ = ["CacheSpec", "FeatureStore", "CachedClips", "build_feature_cache", "get_or_build_cache"]
+__all__ = ["CacheSpec", "StreamSpec", "FeatureStore", "CachedClips", "build_streams", "get_or_build_cache"]
 
 log = logging.getLogger(__name__)
+
+STORAGE = ("float16", "float32", "uint8")
+INDEX_VERSION = 2
 
 
 @dataclass(frozen=True)
 class CacheSpec:
-    """What a cache's features depend on (besides the video files themselves)."""
+    """What every stream of a cache depends on (besides the video files themselves)."""
 
     backbone: str  # FrameBackbone.fingerprint()
     num_frames: int
@@ -54,11 +66,11 @@ class CacheSpec:
     views: int
     crops: int
     seed: int
-    dtype: str
     augment: str = ""  # augmentation settings of "augment" views (flip, crop scale)
+    runtime: str = "torch"  # the backbone's inference runtime (its rounding differs)
 
     def key(self, records: Sequence[VideoRecord]) -> str:
-        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        h = hashlib.sha256(json.dumps({**asdict(self), "version": INDEX_VERSION}, sort_keys=True).encode())
         for r in records:
             try:
                 st = os.stat(r.path)
@@ -69,10 +81,24 @@ class CacheSpec:
         return h.hexdigest()[:20]
 
 
-class FeatureStore:
-    """Read side of a finished cache: ``store.row(i) -> np.ndarray (Cb, T, h, w)``."""
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream of a cache: its name, how it is made (a settings string), and how it is stored."""
 
-    def __init__(self, path: str | Path) -> None:
+    name: str  # rgb | rgbdiff | mv
+    settings: str = ""  # e.g. "signed,4.0" for rgbdiff; part of the file id
+    dtype: str = "float16"  # float16 | float32 | uint8 (per row and channel: low + q * step)
+
+    @property
+    def file_id(self) -> str:
+        digest = hashlib.sha256(f"{self.name}|{self.settings}|{self.dtype}".encode()).hexdigest()[:12]
+        return f"{self.name}-{digest}"
+
+
+class FeatureStore:
+    """Read side of a finished cache: ``store.row(i) -> {stream: np.ndarray (C, T, h, w)}`` for its ``streams``."""
+
+    def __init__(self, path: str | Path, streams: Sequence[StreamSpec] | None = None) -> None:
         self.path = Path(path)
         index = json.loads((self.path / "index.json").read_text())
         if not index.get("complete"):
@@ -81,26 +107,29 @@ class FeatureStore:
         self.video_ids: list[str] = index["video_ids"]
         self.labels: list[int] = index["labels"]
         self.views: int = index["views"]
-        self.valid = np.asarray(index["valid"], dtype=bool)  # (N_rows,)
-        self.shape = tuple(index["row_shape"])
-        self.dtype = np.dtype(index["dtype"])
-        self._offset = int(index["data_offset"])
-        self._row_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
-        self._fd: int | None = None
+        available = index["streams"]
+        wanted = [s.file_id for s in streams] if streams is not None else list(available)
+        missing = [w for w in wanted if w not in available]
+        if missing:
+            raise RuntimeError(f"feature cache {self.path} has no stream {missing[0]}")
+        self.streams = {available[w]["name"]: _StreamFile(self.path, available[w]) for w in wanted}
+        valid = np.ones(len(index["video_ids"]) * self.views, dtype=bool)
+        for s in self.streams.values():
+            valid &= s.valid
+        self.valid = valid  # (N_rows,)
 
     def __len__(self) -> int:
         return len(self.valid)
 
-    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the file
-        state = self.__dict__.copy()
-        state["_fd"] = None
-        return state
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """``(C, T, h, w)`` of each stream's rows."""
+        return {name: s.shape for name, s in self.streams.items()}
 
-    def row(self, i: int) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path / "features.npy", os.O_RDONLY)
-        buf = os.pread(self._fd, self._row_bytes, self._offset + i * self._row_bytes)
-        return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape)
+    def row(self, i: int) -> dict[str, np.ndarray]:
+        """Row ``i`` of every stream: ``{stream: (C, T, h, w)}`` (float16/float32 as stored; uint8 rows decoded to
+        float32)."""
+        return {name: s.row(i) for name, s in self.streams.items()}
 
     def valid_views(self, video: int) -> list[int]:
         base = video * self.views
@@ -111,19 +140,76 @@ class FeatureStore:
         """Videos none of whose views could be decoded."""
         return sum(1 for v in range(len(self.video_ids)) if not self.valid_views(v))
 
+    def nbytes_per_row(self) -> int:
+        """Disk bytes of one row over the selected streams (scales included)."""
+        return sum(s.row_bytes + s.scale_bytes for s in self.streams.values())
+
+
+class _StreamFile:
+    """One stream's ``.npy`` (and scales) file: ``row(i)`` by ``pread``; reopened lazily in worker processes."""
+
+    def __init__(self, folder: Path, entry: dict[str, Any]) -> None:
+        self.file = folder / entry["file"]
+        self.scale_file = folder / entry["scale_file"] if entry.get("scale_file") else None
+        self.shape = tuple(entry["row_shape"])
+        self.dtype = np.dtype(entry["dtype"])
+        self.valid = np.asarray(entry["valid"], dtype=bool)
+        self.offset = int(entry["data_offset"])
+        self.scale_offset = int(entry.get("scale_offset", 0))
+        self.row_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self.scale_bytes = self.shape[0] * 2 * 4 if self.scale_file else 0
+        self._fd: int | None = None
+        self._scale_fd: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the files
+        return {**self.__dict__, "_fd": None, "_scale_fd": None}
+
+    def row(self, i: int) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.file, os.O_RDONLY)
+        buf = os.pread(self._fd, self.row_bytes, self.offset + i * self.row_bytes)
+        x = np.frombuffer(buf, dtype=self.dtype).reshape(self.shape)
+        if self.scale_file is None:
+            return x
+        if self._scale_fd is None:
+            self._scale_fd = os.open(self.scale_file, os.O_RDONLY)
+        scales = np.frombuffer(
+            os.pread(self._scale_fd, self.scale_bytes, self.scale_offset + i * self.scale_bytes), dtype=np.float32
+        ).reshape(-1, 2)  # (C, 2): low, step
+        return dequantize(x, scales)
+
+
+def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Affine uint8 per channel: ``x (C, ...) float -> (q uint8 (C, ...), scales float32 (C, 2) = (low, step))``;
+    ``x ~ low + q * step`` with at most ``step / 2`` error (``step = (max - min) / 255`` of the channel)."""
+    flat = x.reshape(x.shape[0], -1).astype(np.float32)
+    low, high = flat.min(axis=1), flat.max(axis=1)
+    step = np.where(high > low, (high - low) / 255.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint((flat - low[:, None]) / step[:, None]), 0, 255).astype(np.uint8)
+    return q.reshape(x.shape), np.stack([low, step], axis=1).astype(np.float32)
+
+
+def dequantize(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`quantize`: ``(C, ...) uint8, (C, 2) -> (C, ...) float32``."""
+    shape = (-1,) + (1,) * (q.ndim - 1)
+    return scales[:, 0].reshape(shape) + q.astype(np.float32) * scales[:, 1].reshape(shape)
+
 
 class CachedClips(Dataset):
-    """Cached features as a dataset of ``(features float32 (Cb, T, h, w), label, video_id)``.
+    """Cached features as a dataset of ``({stream: float32 (C, T, h', w')}, label, video_id)``.
 
+    ``grid`` pools every stream's grid at read time (:func:`dymsta.models.backbone.pool_grid`; 0 = as stored), to
+    what the head uses, so the head's own pooling is a no-op and batches stay small.
     ``per_video=True`` (training): one item per usable video; the view is drawn afresh each epoch from
     ``(seed, epoch)`` (call :meth:`set_epoch`), so the head sees a different augmentation every epoch, reproducibly.
     ``per_video=False`` (evaluation): one item per valid row (every view of every video).
     """
 
-    def __init__(self, store: FeatureStore, *, per_video: bool, seed: int = 0) -> None:
+    def __init__(self, store: FeatureStore, *, per_video: bool, seed: int = 0, grid: int = 0) -> None:
         self.store = store
         self.per_video = per_video
         self.seed = seed
+        self.grid = grid
         if per_video:
             self.items = [v for v in range(len(store.video_ids)) if store.valid_views(v)]
         else:
@@ -146,15 +232,21 @@ class CachedClips(Dataset):
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+    def features(self, row: int) -> dict[str, torch.Tensor]:
+        """``{stream: float32 (C, T, h', w')}`` of a cache row, pooled to ``grid``."""
+        return {
+            name: pool_grid(torch.from_numpy(x.astype(np.float32)), self.grid)
+            for name, x in self.store.row(row).items()
+        }
+
+    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], int, str]:
         row = self._rows[i]
         video = row // self.store.views
-        feats = torch.from_numpy(self.store.row(row).astype(np.float32))
-        return feats, self.store.labels[video], self.store.video_ids[video]
+        return self.features(row), self.store.labels[video], self.store.video_ids[video]
 
 
 class _Rows(Dataset):
-    """(row, clip | None) for the rows this rank builds."""
+    """(row, streams | None) for the rows this rank builds."""
 
     def __init__(self, clips: VideoClipDataset, rows: list[int]) -> None:
         self.clips, self.rows = clips, rows
@@ -162,129 +254,233 @@ class _Rows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None]:
+    def __getitem__(self, i: int) -> tuple[int, dict[str, torch.Tensor] | None]:
         row = self.rows[i]
         item = self.clips[row]
         return row, (None if item is None else item[0])
 
 
-def _collate_rows(batch: list) -> tuple[list[int], list[int], torch.Tensor | None]:
+def _collate_rows(batch: list) -> tuple[list[int], list[int], dict[str, torch.Tensor] | None]:
     ok = [(r, c) for r, c in batch if c is not None]
     bad = [r for r, c in batch if c is None]
-    clips = torch.stack([c for _, c in ok]) if ok else None
-    return [r for r, _ in ok], bad, clips
+    streams = {name: torch.stack([c[name] for _, c in ok]) for name in ok[0][1]} if ok else None
+    return [r for r, _ in ok], bad, streams
+
+
+Extractor = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
-def build_feature_cache(
-    backbone: torch.nn.Module,
+def build_streams(
+    extract: Extractor,
     clips: VideoClipDataset,
     out: Path,
     *,
     spec: CacheSpec,
     key: str,
+    streams: Sequence[StreamSpec],
     batch_size: int,
     workers: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     desc: str,
 ) -> FeatureStore:
-    """Run ``backbone`` over every (video, view) of ``clips`` and write a finished cache at ``out``."""
+    """Add ``streams`` to the cache at ``out`` (created if needed): ``extract`` turns every (video, view) of
+    ``clips`` (whose modalities are these streams) into per-stream features ``{stream: (B, C, T, h, w)}``."""
     records = clips.records
-    building = out.parent / f".building-{out.name}"
-    if D.is_main():
-        shutil.rmtree(building, ignore_errors=True)  # a stale build of a killed run
-        building.mkdir(parents=True)
-    backbone.eval().to(device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    with autocast:
-        probe = backbone(torch.zeros(1, 3, spec.num_frames, spec.size, spec.size, device=device))
-    row_shape = tuple(probe.shape[1:])  # (Cb, T, h, w)
-    dtype = np.dtype(spec.dtype)
     n_rows = len(clips)
-    data_file = building / "features.npy"
     if D.is_main():
-        np.lib.format.open_memmap(data_file, mode="w+", dtype=dtype, shape=(n_rows, *row_shape)).flush()
-    D.barrier()
-    offset = _npy_data_offset(data_file)
-    row_bytes = int(np.prod(row_shape)) * dtype.itemsize
-
+        out.mkdir(parents=True, exist_ok=True)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    shapes = _probe_shapes(extract, clips, device, autocast)  # {stream: (C, T, h, w)}
+    writers = {st.name: _StreamWriter(out, st, shapes[st.name], n_rows) for st in streams}
     my_rows = D.shard(list(range(n_rows)))
-    loader = DataLoader(
-        _Rows(clips, my_rows),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate_rows,
-        persistent_workers=False,
-    )
+    loader = DataLoader(_Rows(clips, my_rows), batch_size=batch_size, num_workers=workers, collate_fn=_collate_rows)
     valid = np.zeros(n_rows, dtype=bool)
-    fd = os.open(data_file, os.O_WRONLY)
+    frames = 0
+    t0 = time.perf_counter()
+    bar = progress(loader, desc=desc, enabled=D.is_main(), unit="batch")
     try:
-        for rows, _bad, batch in progress(loader, desc=desc, enabled=D.is_main(), unit="batch"):
+        for rows, _bad, batch in bar:
             if batch is None:
                 continue
             with autocast:
-                feats = backbone(batch.to(device, non_blocking=True))  # (B, Cb, T, h, w)
-            feats = feats.float().cpu().numpy().astype(dtype)
-            for row, f in zip(rows, feats, strict=True):
-                os.pwrite(fd, np.ascontiguousarray(f).tobytes(), offset + row * row_bytes)
-                valid[row] = True
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+                feats = extract({k: v.to(device, non_blocking=True) for k, v in batch.items()})  # {s: (B, C, T, h, w)}
+            for name, w in writers.items():
+                w.write(rows, feats[name].float().cpu().numpy())
+            valid[rows] = True
+            frames += len(rows) * spec.num_frames
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(frames_per_s=f"{frames / (time.perf_counter() - t0):.0f}")
+        for w in writers.values():
+            w.close()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
     valid = np.any(np.stack(D.all_gather_objects(valid)), axis=0)
+    seconds = time.perf_counter() - t0
     if D.is_main():
-        index = {
-            "key": key,
-            "spec": asdict(spec),
-            "video_ids": [r.video_id for r in records],
-            "labels": [r.label for r in records],
-            "views": clips.views,
-            "valid": valid.tolist(),
-            "row_shape": list(row_shape),
-            "dtype": dtype.name,
-            "data_offset": offset,
-            "complete": True,
-        }
-        atomic_write_json(building / "index.json", index)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(building, out)
-        log.info("feature cache %s: %d rows, %d undecodable", out, n_rows, int((~valid).sum()))
+        entries = {s.file_id: writers[s.name].finish(valid) for s in streams}
+        _update_index(out, key=key, spec=spec, records=records, views=clips.views, entries=entries)
+        log.info(
+            "feature cache %s: %s for %d rows in %.0f s (%.0f frames/s), %d undecodable",
+            out,
+            "+".join(s.name for s in streams),
+            n_rows,
+            seconds,
+            int(valid.sum()) * spec.num_frames / max(seconds, 1e-9),
+            int((~valid).sum()),
+        )
     D.barrier()
-    return FeatureStore(out)
+    return FeatureStore(out, streams)
+
+
+def _probe_shapes(extract: Extractor, clips: VideoClipDataset, device: torch.device, autocast: Any) -> dict:
+    """Row shapes ``{stream: (C, T, h, w)}``, from one dummy clip through ``extract`` (before the first batch)."""
+    zeros = {}
+    for name in clips.modalities:
+        if name == "mv" and clips.motion.mv_encoding == "hist":
+            zeros[name] = torch.zeros(1, clips.motion.mv_bins + 1, clips.num_frames, *clips.feature_grid)
+        else:
+            zeros[name] = torch.zeros(1, 3, clips.num_frames, clips.size, clips.size)
+    with autocast:
+        feats = extract({k: v.to(device) for k, v in zeros.items()})
+    return {k: tuple(v.shape[1:]) for k, v in feats.items()}
+
+
+class _StreamWriter:
+    """Writes one stream's rows into ``.building-<file>`` (and its scales); :meth:`finish` renames it into place."""
+
+    def __init__(self, out: Path, spec: StreamSpec, shape: tuple[int, ...], n_rows: int) -> None:
+        self.spec, self.shape = spec, shape
+        self.final = out / f"{spec.file_id}.npy"
+        self.temp = out / f".building-{spec.file_id}.npy"
+        self.dtype = np.dtype(spec.dtype)
+        self.scaled = spec.dtype == "uint8"
+        self.final_scale = out / f"{spec.file_id}.scale.npy"
+        self.temp_scale = out / f".building-{spec.file_id}.scale.npy"
+        if D.is_main():
+            np.lib.format.open_memmap(self.temp, mode="w+", dtype=self.dtype, shape=(n_rows, *shape)).flush()
+            if self.scaled:
+                scales = (n_rows, shape[0], 2)
+                np.lib.format.open_memmap(self.temp_scale, mode="w+", dtype=np.float32, shape=scales).flush()
+        D.barrier()
+        self.offset = _npy_data_offset(self.temp)
+        self.row_bytes = int(np.prod(shape)) * self.dtype.itemsize
+        self.fd = os.open(self.temp, os.O_WRONLY)
+        self.scale_fd = os.open(self.temp_scale, os.O_WRONLY) if self.scaled else None
+        self.scale_offset = _npy_data_offset(self.temp_scale) if self.scaled else 0
+
+    def write(self, rows: list[int], feats: np.ndarray) -> None:
+        """``feats`` float32 ``(B, C, T, h, w)`` for ``rows``."""
+        for row, f in zip(rows, feats, strict=True):
+            if self.scaled:
+                q, scales = quantize(f)
+                os.pwrite(self.scale_fd, scales.tobytes(), self.scale_offset + row * scales.nbytes)
+            else:
+                q = f.astype(self.dtype)
+            os.pwrite(self.fd, np.ascontiguousarray(q).tobytes(), self.offset + row * self.row_bytes)
+
+    def close(self) -> None:
+        for fd in (self.fd, self.scale_fd):
+            if fd is not None:
+                os.fsync(fd)
+                os.close(fd)
+        self.fd = self.scale_fd = None
+
+    def abort(self) -> None:
+        for fd in (self.fd, self.scale_fd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.scale_fd = None
+        if D.is_main():
+            for p in (self.temp, self.temp_scale):
+                p.unlink(missing_ok=True)
+
+    def finish(self, valid: np.ndarray) -> dict[str, Any]:
+        """Rename into place; the stream's index entry."""
+        os.replace(self.temp, self.final)
+        entry = {
+            "name": self.spec.name,
+            "settings": self.spec.settings,
+            "dtype": self.spec.dtype,
+            "file": self.final.name,
+            "row_shape": list(self.shape),
+            "data_offset": self.offset,
+            "valid": valid.tolist(),
+        }
+        if self.scaled:
+            os.replace(self.temp_scale, self.final_scale)
+            entry.update({"scale_file": self.final_scale.name, "scale_offset": self.scale_offset})
+        return entry
+
+
+def _update_index(
+    out: Path, *, key: str, spec: CacheSpec, records: Sequence[VideoRecord], views: int, entries: dict[str, Any]
+) -> None:
+    """Write (or extend) ``index.json`` atomically with the new streams' entries."""
+    index_file = out / "index.json"
+    old = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    index = {
+        "version": INDEX_VERSION,
+        "key": key,
+        "spec": asdict(spec),
+        "video_ids": [r.video_id for r in records],
+        "labels": [r.label for r in records],
+        "views": views,
+        "streams": {**old.get("streams", {}), **entries},
+        "complete": True,
+    }
+    atomic_write_json(index_file, index)
+
+
+def cache_folder(name: str, cache_dir: Path, spec: CacheSpec, records: Sequence[VideoRecord]) -> tuple[Path, str]:
+    """``(<cache_dir>/<name>-<key>, key)`` of the cache for ``records`` under ``spec``."""
+    key = spec.key(records)
+    return Path(cache_dir) / f"{name}-{key}", key
 
 
 def get_or_build_cache(
     name: str,
-    backbone: torch.nn.Module,
-    clips: VideoClipDataset,
+    extract: Extractor,
+    make_clips: Callable[[tuple[str, ...]], VideoClipDataset],
+    records: Sequence[VideoRecord],
     cache_dir: Path,
     *,
     spec: CacheSpec,
+    streams: Sequence[StreamSpec],
     batch_size: int,
     workers: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> FeatureStore:
-    """Reuse the cache for ``clips`` if one with the same key is complete, else build it."""
-    key = spec.key(clips.records)
-    out = Path(cache_dir) / f"{name}-{key}"
+    """The cache of ``records`` with ``streams``: reused when complete, else the missing streams are built.
+
+    ``make_clips(modalities)`` gives the clip dataset that decodes those streams (one decode for all of them).
+    """
+    out, key = cache_folder(name, cache_dir, spec, records)
     index = out / "index.json"
-    if index.is_file() and json.loads(index.read_text()).get("complete"):
-        log.info("feature cache %s: reusing %s", name, out)
-        return FeatureStore(out)
-    return build_feature_cache(
-        backbone,
-        clips,
+    present = json.loads(index.read_text()).get("streams", {}) if index.is_file() else {}
+    missing = [s for s in streams if s.file_id not in present]
+    if not missing:
+        log.info("feature cache %s: reusing %s (%s)", name, out, "+".join(s.name for s in streams))
+        return FeatureStore(out, streams)
+    log.info("feature cache %s: building %s in %s", name, "+".join(s.name for s in missing), out)
+    build_streams(
+        extract,
+        make_clips(tuple(s.name for s in missing)),
         out,
         spec=spec,
         key=key,
+        streams=missing,
         batch_size=batch_size,
         workers=workers,
         device=device,
         amp_dtype=amp_dtype,
         desc=f"caching {name}",
     )
+    return FeatureStore(out, streams)
 
 
 def _npy_data_offset(path: Path) -> int:

@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dymsta.config import load_config
+from dymsta.config import load_config, recipe_path
 
 __all__ = ["run_demo", "DEMO_SYNTH"]
 
@@ -38,7 +38,6 @@ def _ensure_synthetic(root: Path) -> None:
 
 def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     """Run the demo into ``out`` (``data/``, ``cache/``, ``run/``); returns the training summary."""
-    from dymsta.cli import recipe_path
     from dymsta.engine.inference import predict_videos
     from dymsta.engine.train import train
 

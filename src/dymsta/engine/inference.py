@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dymsta.config import apply_overrides, config_from_dict
+from dymsta.config import DataConfig, apply_overrides, config_from_dict
 from dymsta.data import VideoClipDataset, VideoDecodeError, VideoRecord, probe_video, read_frames
 from dymsta.engine.train import amp_dtype_for, build_pipeline, evaluate_records, resolve_device
 from dymsta.models import load_model
@@ -110,9 +110,12 @@ def predict_videos(
     ckpt, _ = resolve_checkpoint(checkpoint)
     dev = resolve_device(device)
     model, run_config, classes = _load(ckpt, dev)
-    data = run_config["data"] if run_config else {"num_frames": model.cfg.num_frames, "size": None, "resize": None}
+    if run_config:
+        data = config_from_dict(run_config).data
+    else:  # a bare model file: its own frames and streams, default motion settings
+        data = DataConfig(num_frames=model.cfg.num_frames, modalities=tuple(getattr(model, "streams", ("rgb",))))
     amp = amp_dtype_for(run_config["train"]["amp"] if run_config else "none", dev)
-    size = data.get("size") or model.input_size
+    size = data.size or model.input_size
     results = []
     for path in videos:
         try:
@@ -130,37 +133,54 @@ def predict_videos(
         )
         clips = VideoClipDataset(
             [record],
-            num_frames=data["num_frames"],
+            num_frames=data.num_frames,
             size=size,
             mean=model.mean,
             std=model.std,
             mode="eval",
             views=views,
-            resize=data.get("resize"),
+            resize=data.resize,
+            modalities=data.modalities,
+            motion=data.motion,
+            feature_grid=_feature_grid(model, size) if "mv" in data.modalities else None,
         )
         items = [clips[i] for i in range(len(clips))]
         if any(item is None for item in items):
             results.append(Prediction(str(path), [], f"{path}: could not decode the sampled frames"))
             continue
-        batch = torch.stack([item[0] for item in items]).to(dev)  # (V, 3, T, S, S)
+        batch = {k: torch.stack([item[0][k] for item in items]).to(dev) for k in items[0][0]}  # {s: (V, C, T, ...)}
         with torch.autocast(dev.type, dtype=amp) if amp else nullcontext():
             logits = model(batch)
         probs = torch.softmax(logits.float(), dim=1).mean(0).cpu().numpy()
         order = np.argsort(-probs)[: min(top_k, len(classes))]
         results.append(Prediction(str(path), [(classes[i], float(probs[i])) for i in order]))
         if explain_dir is not None:
-            _explain(model, batch[:1], record, data["num_frames"], Path(explain_dir), classes[order[0]])
+            first = {k: v[:1] for k, v in batch.items()}
+            _explain(model, first, record, data.num_frames, Path(explain_dir), classes[order[0]])
     return results
 
 
+def _feature_grid(model: torch.nn.Module, size: int) -> tuple[int, int] | None:
+    """The backbone's ``(h, w)`` grid at ``size`` (what an mv histogram stream is made on)."""
+    if getattr(model, "backbone", None) is None:
+        return None
+    device = next(model.parameters()).device
+    return tuple(model.backbone(torch.zeros(1, 3, 1, size, size, device=device)).shape[-2:])
+
+
 def _explain(
-    model: torch.nn.Module, clip: torch.Tensor, record: VideoRecord, num_frames: int, out_dir: Path, label: str
+    model: torch.nn.Module,
+    clip: dict[str, torch.Tensor],
+    record: VideoRecord,
+    num_frames: int,
+    out_dir: Path,
+    label: str,
 ) -> Path | None:
     """Attention maps of the first view over its frames, as a PNG."""
     if getattr(model, "backbone", None) is None or not getattr(model.cfg, "attention", False):
         log.warning("--explain needs DyMSTA-Net with attention; skipped")
         return None
-    _, maps = model.forward_head(model.backbone(clip.float()), return_maps=True)
+    _, maps = model.forward_head(model.extract({k: v.float() for k, v in clip.items()}), return_maps=True)
     from dymsta.data.sampling import segment_indices
 
     indices = segment_indices(record.num_frames, num_frames, mode="eval")

@@ -1,7 +1,8 @@
 """The two loops: one training epoch and one evaluation pass. Plain functions, DDP-aware.
 
-Batches are dicts ``{"inputs", "label", "video_id", "num_skipped"}`` where ``inputs`` is either a clip
-(B, 3, T, H, W) (training through the backbone) or cached backbone features (B, Cb, T, h, w) (training the head).
+Batches are dicts ``{"inputs", "label", "video_id", "num_skipped"}`` where ``inputs`` maps each stream to either
+clips (B, C, T, H, W) (training through the backbone) or cached backbone features (B, Cb, T, h, w) (training the
+head).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "collate_features",
     "as_batch",
     "mixup_params",
+    "to_device",
 ]
 
 
@@ -65,10 +67,10 @@ class EpochBatchSampler:
         return len(self.global_batches())
 
 
-def collate_features(items: list[tuple[torch.Tensor, int, str]]) -> dict[str, Any]:
-    """Collate cached ``(features, label, video_id)`` items into the common batch dict."""
+def collate_features(items: list[tuple[dict[str, torch.Tensor], int, str]]) -> dict[str, Any]:
+    """Collate cached ``({stream: features}, label, video_id)`` items into the common batch dict."""
     return {
-        "inputs": torch.stack([f for f, _, _ in items]),
+        "inputs": {name: torch.stack([f[name] for f, _, _ in items]) for name in items[0][0]},
         "label": torch.tensor([label for _, label, _ in items], dtype=torch.long),
         "video_id": [vid for _, _, vid in items],
         "num_skipped": 0,
@@ -81,6 +83,23 @@ def as_batch(batch: dict[str, Any] | None) -> dict[str, Any] | None:
         batch = dict(batch)
         batch["inputs"] = batch.pop("video")
     return batch
+
+
+Inputs = dict[str, torch.Tensor] | torch.Tensor
+
+
+def to_device(inputs: Inputs, device: torch.device) -> Inputs:
+    """Every stream of a batch (or a bare tensor) on ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+
+
+def mix(inputs: Inputs, lam: float, perm: torch.Tensor) -> Inputs:
+    """``lam * x + (1 - lam) * x[perm]`` for every stream, with the same partner and weight."""
+    if isinstance(inputs, torch.Tensor):
+        return lam * inputs + (1.0 - lam) * inputs[perm]
+    return {k: lam * v + (1.0 - lam) * v[perm] for k, v in inputs.items()}
 
 
 def train_one_epoch(
@@ -116,11 +135,11 @@ def train_one_epoch(
         if batch is None:
             continue
         skipped += batch["num_skipped"]
-        x = batch["inputs"].to(device, non_blocking=True)
+        x = to_device(batch["inputs"], device)
         y = batch["label"].to(device, non_blocking=True)
         lam, perm = mixup_params(len(y), mixup, rng)
         if perm is not None:
-            x = lam * x + (1.0 - lam) * x[perm.to(device)]
+            x = mix(x, lam, perm.to(device))
         with autocast:
             logits = net(x)
         losses = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing)
@@ -192,7 +211,7 @@ def evaluate(
             continue
         skipped += batch["num_skipped"]
         with autocast:
-            logits = net(batch["inputs"].to(device, non_blocking=True))
+            logits = net(to_device(batch["inputs"], device))
         probs.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
         labels.append(batch["label"].numpy())
         ids.extend(batch["video_id"])

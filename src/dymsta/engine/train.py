@@ -29,8 +29,9 @@ from torch.utils.data import DataLoader
 
 from dymsta.config import Config, config_from_dict, config_to_dict, dump_config
 from dymsta.data import DatasetSplits, VideoClipDataset, VideoRecord, collate_clips, load_splits
+from dymsta.data.motion import stream_settings
 from dymsta.engine import distributed as D
-from dymsta.engine.cache import CachedClips, CacheSpec, FeatureStore, get_or_build_cache
+from dymsta.engine.cache import CachedClips, CacheSpec, FeatureStore, StreamSpec, get_or_build_cache
 from dymsta.engine.checkpoint import load_training_state, save_training_state
 from dymsta.engine.loops import EpochBatchSampler, NonFiniteLossError, collate_features, evaluate, train_one_epoch
 from dymsta.engine.optim import LRSchedule, build_optimizer
@@ -104,11 +105,21 @@ class Pipeline:
     model: torch.nn.Module
     use_cache: bool
     size: int
+    _feature_grid: tuple[int, int] | None = None
 
     def clip_dataset(
-        self, records: list[VideoRecord], *, mode: str, views: int = 1, crops: int = 1
+        self,
+        records: list[VideoRecord],
+        *,
+        mode: str,
+        views: int = 1,
+        crops: int = 1,
+        modalities: tuple[str, ...] | None = None,
     ) -> VideoClipDataset:
+        """Decoded clips of ``records`` with the run's streams (or ``modalities``), one decode per view."""
         d = self.cfg.data
+        modalities = modalities or tuple(d.modalities)
+        hist = "mv" in modalities and d.motion.mv_encoding == "hist"
         return VideoClipDataset(
             records,
             num_frames=d.num_frames,
@@ -122,18 +133,38 @@ class Pipeline:
             seed=d.seed,
             hflip=d.hflip,
             crop_scale=d.crop_scale,
+            modalities=modalities,
+            motion=d.motion,
+            feature_grid=self.feature_grid() if hist else None,
         )
+
+    def feature_grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the backbone's feature grid at the run's frame size."""
+        if self._feature_grid is None:
+            with torch.no_grad():
+                probe = self.model.backbone(torch.zeros(1, 3, 1, self.size, self.size, device=self.device))
+            self._feature_grid = tuple(probe.shape[-2:])
+        return self._feature_grid
 
     def cache_dir(self) -> Path:
         return Path(self.cfg.cache.dir) if self.cfg.cache.dir else self.run_dir.parent / "cache"
+
+    def stream_specs(self) -> list[StreamSpec]:
+        """The cached streams of this run: each with its settings and the cache's storage type."""
+        d = self.cfg.data
+        return [StreamSpec(m, stream_settings(m, d.motion), self.cfg.cache.dtype) for m in self.model.streams]
+
+    def read_grid(self) -> int:
+        """How far cached grids are pooled when read: DyMSTA-Net's ``spatial_pool``, 1 for TSN and the probe."""
+        return self.model.cfg.spatial_pool if self.model.cfg.arch == "dymsta" else 1
 
     def feature_store(
         self, name: str, records: list[VideoRecord], *, mode: str, views: int, crops: int = 1
     ) -> FeatureStore:
         d, c = self.cfg.data, self.cfg.cache
-        clips = self.clip_dataset(records, mode=mode, views=views, crops=crops)
+        backbone = self.model.backbone
         spec = CacheSpec(
-            backbone=self.model.backbone.fingerprint(),
+            backbone=backbone.fingerprint(),
             num_frames=d.num_frames,
             size=self.size,
             resize=d.resize,
@@ -141,15 +172,17 @@ class Pipeline:
             views=views,
             crops=crops,
             seed=d.seed,
-            dtype=c.dtype,
             augment=f"hflip={d.hflip},scale={list(d.crop_scale)}" if mode == "augment" else "",
+            runtime=getattr(backbone, "runtime_id", "torch"),
         )
         return get_or_build_cache(
             name,
-            self.model.backbone,
-            clips,
+            lambda batch: self.model.extract(batch, partial=True),
+            lambda modalities: self.clip_dataset(records, mode=mode, views=views, crops=crops, modalities=modalities),
+            records,
             self.cache_dir(),
             spec=spec,
+            streams=self.stream_specs(),
             batch_size=c.batch_size,
             workers=d.workers,
             device=self.device,
@@ -166,7 +199,7 @@ class Pipeline:
                 store = self.feature_store(split, records, mode="augment", views=self.cfg.cache.train_views)
             else:
                 store = self.feature_store(split, records, mode="eval", views=views * crops, crops=crops)
-            dataset: Any = CachedClips(store, per_video=train, seed=d.seed)
+            dataset: Any = CachedClips(store, per_video=train, seed=d.seed, grid=self.read_grid())
             collate, workers = collate_features, 0
         else:
             mode = "train" if train else "eval"

@@ -9,28 +9,41 @@ Name resolution (``ModelConfig.backbone``):
 * any other timm name (or ``timm:NAME``), then any torchvision classification model (or ``torchvision:NAME``),
   with its own pretrained weights from the hub; offline that is a :class:`BackboneWeightsError` whose one line
   says which weights failed and how to use a local file (``model.backbone_weights=PATH``).
+
+Token models (timm's ViT family: DINOv2, CLIP, SigLIP, EVA, DeiT, plain ViT) give ``(N, L, C)`` tokens; the
+class / register / distillation tokens (``num_prefix_tokens``) are dropped and the patch tokens laid out as the
+``(N, C, H/patch, W/patch)`` grid the heads expect. They are built with ``dynamic_img_size`` where timm supports
+it, so any frame size works (the position embedding is resampled; at the native size it is used as is).
+
+:meth:`FrameBackbone.set_runtime` runs the frozen network on OpenVINO or ONNX Runtime instead of PyTorch
+(:mod:`dymsta.models.runtime`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import math
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from dymsta.models.config import ModelConfigError, ModelInputError
+from dymsta.models import runtime as rt
+from dymsta.models.errors import BackboneWeightsError, ModelConfigError, ModelInputError
+from dymsta.models.export import ExportError
 from dymsta.utils import get_logger
 
 __all__ = [
     "FrameBackbone",
     "BackboneWeightsError",
     "check_backbone_name",
+    "frame_features",
     "lite_imagenet_classifier",
     "load_weights_file",
     "offline_backbones",
@@ -53,10 +66,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _HEAD_NAMES = {"fc", "classifier", "head", "global_pool", "avgpool", "head_drop", "dropout", "pre_logits", "AuxLogits"}
 _CONTAINERS = {"blocks", "stages", "layers", "features", "trunk_output"}
-
-
-class BackboneWeightsError(RuntimeError):
-    """Pretrained backbone weights could not be fetched or loaded (one line: which weights, and the fix)."""
+_CPU = torch.device("cpu")
 
 
 # ---------------------------------------------------------------------- name resolution
@@ -100,8 +110,9 @@ def check_backbone_name(name: str) -> None:
 
 def _with_fix(msg: str) -> str:
     return (
-        f"{msg}; download the weights on a machine with internet and pass model.backbone_weights=PATH "
-        "(a safetensors or torch weights_only file), or set model.pretrained=false for random init"
+        f"{msg}; run once with internet access (the hub download is cached), or download the weights elsewhere "
+        "and pass model.backbone_weights=PATH (a safetensors or torch weights_only file), or set "
+        "model.pretrained=false for random init"
     )
 
 
@@ -171,11 +182,22 @@ def _package_weights_path(name: str) -> Path:
 # ---------------------------------------------------------------------- building
 
 
-def _timm_net(name: str, *, pretrained: bool, **kwargs: object) -> nn.Module:
+def _timm_net(name: str, *, pretrained: bool, any_size: bool = False, **kwargs: object) -> nn.Module:
+    """A headless timm model; ``any_size`` asks token models for ``dynamic_img_size`` (others do not take it)."""
     import timm
 
+    def create(**extra: object) -> nn.Module:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs, **extra)
+
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
+        if not any_size:
+            return create()
+        try:
+            return create(dynamic_img_size=True)
+        except TypeError as e:  # a CNN: "__init__() got an unexpected keyword argument 'dynamic_img_size'"
+            if "dynamic_img_size" not in str(e):
+                raise
+            return create()
     except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
         if not pretrained:
             raise
@@ -239,8 +261,65 @@ def _stages(net: nn.Module) -> list[nn.Module]:
     return [m[0] if len(m) == 1 else nn.ModuleList(m) for m in stages]
 
 
+def _patch_grid(net: nn.Module, height: int, width: int) -> tuple[int, int] | None:
+    """(h, w) of the patch-token grid of a token model for a ``height x width`` frame; None: not a patch model."""
+    embed = next((m for m in (getattr(net, "patch_embed", None), getattr(net, "stem", None)) if m is not None), None)
+    patch = getattr(embed, "patch_size", None)
+    if patch is None:
+        return None
+    if getattr(net, "dynamic_img_size", False) and hasattr(embed, "dynamic_feat_size"):
+        return tuple(int(v) for v in embed.dynamic_feat_size((height, width)))
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    return height // ph, width // pw
+
+
+def frame_features(net: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """The eager per-frame features of ``net`` (a headless timm / torchvision trunk) as a grid.
+
+    ``forward_features`` (or the trunk's forward) gives ``(N, C, h, w)`` for CNNs, ``(N, h, w, C)`` for models
+    with ``output_fmt == "NHWC"`` (Swin), ``(N, L, C)`` tokens for ViT-family models: their ``num_prefix_tokens``
+    class / register tokens are dropped and the ``h * w`` patch tokens (row-major) laid out as the grid.
+
+    Shapes: ``(N, 3, H, W) -> (N, C, h, w)``.
+    """
+    out = net.forward_features(frames) if hasattr(net, "forward_features") else net(frames)
+    if out.ndim == 4 and getattr(net, "output_fmt", "NCHW") == "NHWC":
+        return rearrange(out, "n h w c -> n c h w")
+    if out.ndim != 3:
+        return out
+    grid = _patch_grid(net, *frames.shape[-2:])
+    if grid is None:
+        raise ModelConfigError(
+            f"model.backbone: {type(net).__name__} gives (N, L, C) tokens without a patch grid to lay them out"
+        )
+    h, w = grid
+    patches = out[:, getattr(net, "num_prefix_tokens", 0) :]  # (N, h*w, C): class/register tokens dropped
+    if patches.shape[1] != h * w:
+        raise ModelInputError(
+            f"FrameBackbone: {patches.shape[1]} patch tokens for a {frames.shape[-2]}x{frames.shape[-1]} frame, "
+            f"expected {h}x{w}"
+        )
+    return rearrange(patches, "n (h w) c -> n c h w", h=h, w=w)  # a free view; physically channels-last
+
+
+class _FrameNet(nn.Module):
+    """``forward = frame_features(net, frames)``: the module the runtimes export, ``(N, 3, H, W) -> (N, C, h, w)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return frame_features(self.net, frames)
+
+
+def _drop_runners(module: nn.Module, incompatible_keys: object = None) -> None:
+    """Load-state-dict hook: new weights make the exported runtime files stale (rebuilt at the next call)."""
+    module._runners = {}
+
+
 class FrameBackbone(nn.Module):
-    """A 2D image CNN applied to every frame: ``(B, 3, T, H, W) -> (B, Cb, T, h, w)``.
+    """A 2D image model applied to every frame: ``(B, 3, T, H, W) -> (B, Cb, T, h, w)``.
 
     Attributes:
         name: the configured backbone name.
@@ -249,6 +328,7 @@ class FrameBackbone(nn.Module):
         input_size: the backbone's native square input size (224 for Lite0, 240 Lite1, 260 Lite2).
         weights_source: where the weights came from (package file, hub id, local file, "random").
         trainable_stages: how many of the last stages train; the others stay frozen and in eval mode.
+        runtime: what runs the frozen network: "torch" (default), "openvino" or "onnxruntime" (:meth:`set_runtime`).
 
     Args:
         name: backbone name (see module docstring).
@@ -274,6 +354,10 @@ class FrameBackbone(nn.Module):
         self.name = name
         self.grid = grid
         self._compiled = None  # set by compile_features()
+        self.runtime = "torch"  # set by set_runtime()
+        self._runtime_request, self._runtime_cache_dir = "torch", None
+        self._runners: dict[tuple[int, int], rt.FrameRunner] = {}  # (H, W) -> runner, built at first use
+        self.register_load_state_dict_post_hook(_drop_runners)
         source, bare = _resolve(name)
         self.net, self.mean, self.std, self.input_size, self.weights_source = self._build(
             source, bare, weights=weights, pretrained=pretrained
@@ -303,7 +387,7 @@ class FrameBackbone(nn.Module):
                 map_state_dict(net, _drop_classifier(load_weights_file(path), net), str(path), by_order=True)
                 return net, mean, std, size, f"package:{path.name}"
         elif source == "timm":
-            net = _timm_net(bare, pretrained=pretrained and weights is None)
+            net = _timm_net(bare, pretrained=pretrained and weights is None, any_size=True)
             cfg = net.pretrained_cfg
             mean, std, size = tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1])
             if pretrained and weights is None:
@@ -322,11 +406,20 @@ class FrameBackbone(nn.Module):
         was_training = self.net.training
         self.net.eval()
         probe = torch.zeros(1, 3, self.input_size, self.input_size)
-        out = self._features(probe)
+        try:
+            out = self._features(probe)
+        except (ModelConfigError, ModelInputError):
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a torchvision ViT whose trunk is not a per-frame network
+            reason = f"{type(e).__name__}: {e}".split("\n")[0][:200]
+            raise ModelConfigError(
+                f"model.backbone: {self.name} does not run as a frame backbone ({reason}); for ViTs use the timm names"
+            ) from None
         self.net.train(was_training)
         if out.ndim != 4:
             raise ModelConfigError(
-                f"model.backbone: {self.name} gives {out.ndim}-D features, a frame backbone must give (N, C, h, w)"
+                f"model.backbone: {self.name} gives {out.ndim}-D features, a frame backbone must give (N, C, h, w) "
+                "or ViT tokens (N, L, C)"
             )
         return int(out.shape[1])
 
@@ -349,13 +442,128 @@ class FrameBackbone(nn.Module):
                 stage.train(True)
         return self
 
+    def _apply(self, fn: Any, recurse: bool = True) -> FrameBackbone:
+        self._runners = {}  # .to() / .half() ...: rebuild the runners from the (new) weights at the next call
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_runners"] = {}  # compiled runtimes do not pickle / deep-copy; copies rebuild them from the files
+        return state
+
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W) -> (N, Cb, h, w)``."""
+        """``(N, 3, H, W) -> (N, Cb, h, w)``: the runtime's runner, else the compiled or eager PyTorch network."""
+        runner = self._runner(frames)
+        if runner is not None:
+            return runner(frames)
         if self._compiled is not None:
             return self._compiled(frames)
-        if hasattr(self.net, "forward_features"):
-            return self.net.forward_features(frames)
-        return self.net(frames)
+        return frame_features(self.net, frames)
+
+    # -------------------------------------------------------------- runtimes
+
+    def set_runtime(self, name: str, *, cache_dir: str | Path | None = None, device: torch.device | str = _CPU) -> str:
+        """Run the frozen network on ``name`` (``model.runtime``) whenever no gradient is needed.
+
+        ``auto`` picks the fastest installed runtime for ``device`` (:func:`dymsta.models.runtime.resolve_runtime`:
+        CPU: OpenVINO, ONNX Runtime, PyTorch; CUDA: PyTorch). A fine-tuned backbone (``trainable_stages > 0``)
+        stays on PyTorch (auto) or raises (an explicit export runtime). The network is exported and compiled
+        now for the native ``input_size`` frames and at the first call for any other frame size; files are reused
+        from ``<cache_dir>/runtimes``. Loading new weights (``load_state_dict``) or ``.to()`` rebuilds them at the
+        next call; set the runtime after loading weights to skip the stale export. With ``auto`` an export failure
+        falls back to PyTorch with a warning; an explicit runtime raises :class:`ExportError`.
+
+        Args:
+            name: ``torch``, ``openvino``, ``onnxruntime`` or ``auto``.
+            cache_dir: the feature-cache folder (files under ``runtimes/``); None: a per-user cache folder.
+            device: where the model runs; non-CPU devices always use PyTorch.
+
+        Returns:
+            The runtime actually used: ``torch``, ``openvino`` or ``onnxruntime``.
+
+        Raises:
+            ModelConfigError: an unknown name, or an export runtime with trainable stages or a non-CPU device.
+            RuntimeUnavailableError: the runtime asked for is not installed.
+        """
+        picked = rt.resolve_runtime(name, device)
+        if picked != "torch" and self.trainable_stages:
+            if name != "auto":
+                raise ModelConfigError(
+                    f"model.runtime={name}: the backbone fine-tunes (model.trainable_stages={self.trainable_stages})"
+                    " and needs PyTorch's gradients; use model.runtime=torch or auto"
+                )
+            log.info(
+                "backbone %s: runtime torch (model.runtime=auto; model.trainable_stages=%d needs gradients)",
+                self.name,
+                self.trainable_stages,
+            )
+            picked = "torch"
+        self.runtime, self._runtime_request, self._runtime_cache_dir = picked, name, cache_dir
+        self._runners = {}
+        if picked != "torch":
+            size = self.input_size
+            try:
+                self._runner(torch.empty(0, 3, size, size))  # export + compile now: errors and fallbacks show here
+            except Exception:
+                self.runtime, self._runtime_request = "torch", "torch"  # not left half-configured
+                raise
+        if self.runtime == picked:
+            log.info("backbone %s: runtime %s (model.runtime=%s on %s)", self.name, picked, name, device)
+        return self.runtime
+
+    @property
+    def runtime_id(self) -> str:
+        """Id of the numbers this backbone computes now, for feature-cache keys (runtimes round differently).
+
+        ``openvino-bf16`` / ``openvino-fp32`` (OpenVINO at its default precision on this CPU), ``onnxruntime-fp32``,
+        or for PyTorch ``torch[-<device>][-compiled]-<dtype>[-cl]`` where dtype is the autocast dtype when
+        autocast is on (read it inside the caller's autocast context), else the weights' dtype: e.g.
+        ``torch-bf16-cl`` (bf16 autocast, channels-last, CPU), ``torch-fp32-cl``, ``torch-cuda-bf16-cl``.
+        """
+        param = next(self.net.parameters())
+        device = param.device.type
+        if self.runtime != "torch" and device == "cpu":
+            runner = next(iter(self._runners.values()), None)
+            return runner.runtime_id if runner is not None else rt.runtime_id(self.runtime)
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else param.dtype
+        parts = ["torch"] + [device] * (device != "cpu") + ["compiled"] * (self._compiled is not None)
+        parts.append({torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype)))
+        return "-".join(parts + ["cl"] * self.channels_last)
+
+    def _runner(self, frames: torch.Tensor) -> rt.FrameRunner | None:
+        """The runner for these frames, built at first use; None: PyTorch computes them (or gradients are needed)."""
+        if self.runtime == "torch" or frames.device.type != "cpu":
+            return None
+        if torch.is_grad_enabled() and self.trainable_stages:  # (set_runtime keeps these on torch anyway)
+            return None
+        size = (int(frames.shape[-2]), int(frames.shape[-1]))
+        runner = self._runners.get(size)
+        if runner is not None:
+            return runner
+        net = self.net
+        embed_size = getattr(getattr(net, "patch_embed", None), "img_size", None)
+        resize = getattr(net, "dynamic_img_size", False) and hasattr(net, "set_input_size") and embed_size != size
+        if resize or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in net.parameters()):
+            net = copy.deepcopy(net).to("cpu", torch.float32)  # the runtimes compute from fp32 weights
+            if resize:  # resample the position embedding once, outside the graph (ONNX has no antialiased bicubic)
+                net.set_input_size(img_size=size)
+        try:
+            runner = rt.build_runner(
+                self.runtime,
+                _FrameNet(net),
+                key=self.fingerprint(include_grid=False),
+                height=size[0],
+                width=size[1],
+                cache_dir=self._runtime_cache_dir,
+            )
+        except ExportError as e:
+            if self._runtime_request != "auto":
+                raise
+            log.warning("backbone %s: %s; model.runtime=auto falls back to torch", self.name, e)
+            self.runtime = "torch"
+            return None
+        self._runners[size] = runner
+        return runner
 
     def compile_features(self, *, freezing: bool = True) -> FrameBackbone:
         """``torch.compile`` the per-frame CNN (inductor) for fast frozen-feature extraction.
@@ -383,21 +591,24 @@ class FrameBackbone(nn.Module):
             raise ModelInputError(f"FrameBackbone: expected video (B, 3, T, H, W), got shape {tuple(video.shape)}")
         b = video.shape[0]
         frames = rearrange(video, "b c t h w -> (b t) c h w")
-        if self.channels_last:
+        if self.channels_last and self._runner(frames) is None:  # the runtimes take NCHW
             frames = frames.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable_stages > 0):
             feats = pool_grid(self._features(frames), self.grid)  # (B*T, Cb, h, w)
         feats = feats.contiguous(memory_format=torch.channels_last)  # physically (B*T, h, w, Cb)
         return rearrange(feats, "(b t) c h w -> b c t h w", b=b)  # channels_last_3d, no copy
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, *, include_grid: bool = True) -> str:
         """Stable id of the features this backbone computes: name, preprocessing and a hash of every weight.
 
         Identical weights give the same id wherever they came from (package, file or a loaded checkpoint);
         any change of weights (fine-tuning, another file) changes it. Use it to invalidate feature caches.
+        ``include_grid=False`` leaves out the grid pooling: the id of the per-frame network alone (what the
+        runtime files are keyed by). The runtime is not part of it: see :attr:`runtime_id`.
         """
         h = hashlib.sha256()
-        h.update(f"{self.name}|{self.mean}|{self.std}|{self.input_size}|grid={self.grid}".encode())
+        grid = f"|grid={self.grid}" if include_grid else ""
+        h.update(f"{self.name}|{self.mean}|{self.std}|{self.input_size}{grid}".encode())
         for key, tensor in self.net.state_dict().items():
             h.update(key.encode())
             h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -1,4 +1,10 @@
-"""What every model from :func:`dymsta.models.build_model` shares: config, preprocessing, training hooks."""
+"""What every model from :func:`dymsta.models.build_model` shares: config, preprocessing, streams, training hooks.
+
+Input streams (``cfg.streams``, DESIGN.md section 6): a model takes a dict ``{stream: tensor}`` (or, for an
+RGB-only model, the RGB tensor alone). Image streams -- ``rgb``, ``rgbdiff`` and ``mv`` encoded as an image --
+are ``(B, 3, T, H, W)`` normalised frames and go through the frozen backbone together, in one batch; an ``mv``
+stream encoded as a histogram is already ``(B, hist_channels, T, h, w)`` on the backbone's feature grid.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,14 @@ from torch import nn
 from dymsta.models.backbone import FrameBackbone
 from dymsta.models.config import ModelConfig, ModelInputError
 
-__all__ = ["FrameModel", "feature_input"]
+__all__ = ["FrameModel", "Streams", "as_streams", "feature_input"]
+
+Streams = dict[str, torch.Tensor]
+
+
+def as_streams(inputs: torch.Tensor | Streams) -> Streams:
+    """A bare tensor is the RGB stream: ``x -> {"rgb": x}``; a dict is returned as it is."""
+    return inputs if isinstance(inputs, dict) else {"rgb": inputs}
 
 
 def feature_input(feats: torch.Tensor, like: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
@@ -32,9 +45,10 @@ def feature_input(feats: torch.Tensor, like: torch.Tensor, *, channels_last: boo
 
 
 class FrameModel(nn.Module):
-    """Base of the models built on a per-frame 2D backbone: ``forward(video) = forward_head(backbone(video))``.
+    """Base of the models built on a per-frame 2D backbone: ``forward(inputs) = forward_head(extract(inputs))``.
 
-    Subclasses implement :meth:`forward_head`. Shapes: video ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``.
+    Subclasses implement :meth:`forward_head`. Shapes: ``{stream: (B, C, T, H, W)}`` (see the module docstring) ->
+    logits ``(B, num_classes)``.
     """
 
     uses_frame_backbone = True
@@ -43,6 +57,8 @@ class FrameModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
+        self.streams = tuple(cfg.streams)
+        self.image_streams = tuple(s for s in self.streams if not (s == "mv" and cfg.hist_channels))
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -59,11 +75,43 @@ class FrameModel(nn.Module):
         """The backbone's native square frame size."""
         return self.backbone.input_size
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, T, H, W)`` normalised video -> ``(B, num_classes)`` logits."""
-        return self.forward_head(self.backbone(video))
+    def stream_channels(self) -> dict[str, int]:
+        """Channels of each stream's features: the backbone's for image streams, ``hist_channels`` otherwise."""
+        return {
+            s: self.backbone.out_channels if s in self.image_streams else self.cfg.hist_channels for s in self.streams
+        }
 
-    def forward_head(self, feats: torch.Tensor, return_maps: bool = False):  # noqa: ANN201 - see subclasses
+    def check_streams(self, streams: Streams) -> Streams:
+        """The model's streams from ``streams``, in order; a one-line :class:`ModelInputError` when one is missing."""
+        missing = [s for s in self.streams if s not in streams]
+        if missing:
+            raise ModelInputError(
+                f"{type(self).__name__}: expected streams {list(self.streams)}, got {sorted(streams)} "
+                f"(missing {missing[0]!r})"
+            )
+        return {s: streams[s] for s in self.streams}
+
+    def extract(self, inputs: torch.Tensor | Streams, *, partial: bool = False) -> Streams:
+        """Per-stream features: the image streams through the backbone in one batch, histograms unchanged.
+
+        ``partial=True`` accepts any subset of the model's streams (the feature cache adds streams one at a time).
+        Shapes: ``{stream: (B, 3, T, H, W) | (B, hist_channels, T, h, w)} -> {stream: (B, C_s, T, h, w)}``.
+        """
+        streams = as_streams(inputs)
+        streams = {s: streams[s] for s in self.streams if s in streams} if partial else self.check_streams(streams)
+        out = dict(streams)
+        names = [s for s in self.image_streams if s in streams]
+        if names:
+            images = [streams[s] for s in names]
+            feats = self.backbone(torch.cat(images) if len(images) > 1 else images[0])  # (n*B, Cb, T, h, w)
+            out.update(zip(names, feats.chunk(len(images)), strict=True))
+        return out
+
+    def forward(self, inputs: torch.Tensor | Streams) -> torch.Tensor:
+        """Streams (or the RGB tensor) -> ``(B, num_classes)`` logits."""
+        return self.forward_head(self.extract(inputs))
+
+    def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201 - see subclasses
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:

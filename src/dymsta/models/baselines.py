@@ -7,7 +7,7 @@ from einops import rearrange
 from torch import nn
 
 from dymsta.models.backbone import BackboneWeightsError, load_weights_file
-from dymsta.models.base import FrameModel, feature_input
+from dymsta.models.base import FrameModel, Streams, as_streams, feature_input
 from dymsta.models.config import ModelConfig
 
 __all__ = ["TSN", "LinearProbe", "VideoResNet", "KINETICS_MEAN", "KINETICS_STD"]
@@ -16,36 +16,45 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video models were 
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
+def spatial_means(model: FrameModel, feats: torch.Tensor | Streams, like: torch.Tensor) -> torch.Tensor:
+    """Every stream's features averaged over space, concatenated over channels: ``{s: (B, C_s, T, h, w)} ->
+    (B, sum C_s, T)`` (the same streams as DyMSTA-Net, so comparisons are fair)."""
+    streams = model.check_streams(as_streams(feats))
+    return torch.cat([feature_input(f, like).mean(dim=(3, 4)) for f in streams.values()], dim=1)
+
+
 class TSN(FrameModel):
     """Temporal Segment Network consensus: a classifier on every frame, logits averaged over frames.
 
-    Shapes: features ``(B, Cb, T, h, w)`` -> spatial mean -> dropout -> Linear per frame ``(B, T, N)`` ->
-    mean over T -> ``(B, N)``.
+    Shapes: features ``{s: (B, C_s, T, h, w)}`` -> spatial means, concatenated ``(B, C, T)`` -> dropout -> Linear
+    per frame ``(B, T, N)`` -> mean over T -> ``(B, N)``.
     """
 
     def __init__(self, *, cfg: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(cfg=cfg, backbone=backbone)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(backbone.out_channels, cfg.num_classes)
+        self.classifier = nn.Linear(sum(self.stream_channels().values()), cfg.num_classes)
 
-    def forward_head(self, feats: torch.Tensor, return_maps: bool = False):  # noqa: ANN201
-        """``(B, Cb, T, h, w) -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""
-        x = feature_input(feats, self.classifier.weight).mean(dim=(3, 4))  # (B, Cb, T)
+    def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201
+        """``{s: (B, C_s, T, h, w)} -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""
+        x = spatial_means(self, feats, self.classifier.weight)  # (B, C, T)
         frame_logits = self.classifier(self.dropout(rearrange(x, "b c t -> b t c")))  # (B, T, N)
         logits = frame_logits.mean(dim=1)
         return (logits, {}) if return_maps else logits
 
 
 class LinearProbe(FrameModel):
-    """A linear classifier on time- and space-averaged frozen features: ``(B, Cb, T, h, w) -> (B, N)``."""
+    """A linear classifier on time- and space-averaged frozen features, streams concatenated:
+    ``{s: (B, C_s, T, h, w)} -> (B, N)``."""
 
     def __init__(self, *, cfg: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(cfg=cfg, backbone=backbone)
-        self.classifier = nn.Linear(backbone.out_channels, cfg.num_classes)
+        self.classifier = nn.Linear(sum(self.stream_channels().values()), cfg.num_classes)
 
-    def forward_head(self, feats: torch.Tensor, return_maps: bool = False):  # noqa: ANN201
-        """``(B, Cb, T, h, w) -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""
-        logits = self.classifier(feature_input(feats, self.classifier.weight).mean(dim=(2, 3, 4)))  # (B, Cb) -> (B, N)
+    def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201
+        """``{s: (B, C_s, T, h, w)} -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""
+        x = spatial_means(self, feats, self.classifier.weight)  # (B, C, T)
+        logits = self.classifier(x.mean(dim=2))  # (B, C) -> (B, N)
         return (logits, {}) if return_maps else logits
 
 

@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from dymsta.models.errors import ModelConfigError, ModelInputError
+
 __all__ = ["ARCHS", "FRAME_ARCHS", "VIDEO_ARCHS", "ModelConfig", "ModelConfigError", "ModelInputError"]
 
 FRAME_ARCHS = ("dymsta", "tsn", "linear")  # built on a per-frame 2D backbone (feature cache possible)
@@ -20,14 +22,8 @@ VIDEO_ARCHS = ("r2plus1d_18", "r3d_18")  # torchvision 3D CNNs on raw clips
 ARCHS = FRAME_ARCHS + VIDEO_ARCHS
 DYNAMIC_MODES = ("mixture", "modulate")
 TEMPORAL_POOLS = ("max", "mean")
-
-
-class ModelConfigError(ValueError):
-    """A model setting is invalid; the message is one line that starts with the dotted key (``model.dim: ...``)."""
-
-
-class ModelInputError(ValueError):
-    """A tensor given to a model has the wrong shape (one line: which module, what it expected, what it got)."""
+STREAMS = ("rgb", "rgbdiff", "mv")  # dymsta.data.motion.MODALITIES (models do not import data)
+FUSIONS = ("concat", "sum", "gated")
 
 
 @dataclass
@@ -64,6 +60,11 @@ class ModelConfig:
     feature_dropout: float = 0.0  # dropout on the backbone feature tokens entering the head (training only)
     temporal_center: bool = False  # temporal branches see x - mean over time (the changes, not the static scene)
     temporal_pool: str = "max"  # how the multi-scale block pools each branch over time: "max" (the paper) | "mean"
+    streams: tuple[str, ...] = ("rgb",)  # input streams (= data.modalities): rgb, rgbdiff, mv (dymsta.data.motion)
+    hist_channels: int = 0  # channels of an mv stream encoded as a histogram (bins + 1); 0 = mv is an image
+    fusion: str = "concat"  # how DyMSTA-Net fuses the reduced streams before its modules: concat | sum | gated
+    runtime: str = "auto"  # what runs the frozen backbone: torch | openvino | onnxruntime | auto = on a CPU the
+    # first installed of OpenVINO (3x PyTorch bf16's frames/s here), ONNX Runtime (1.8x, fp32), PyTorch; CUDA: torch
 
     # ------------------------------------------------------------------ validation
 
@@ -100,6 +101,10 @@ class ModelConfig:
         if not 0.0 <= self.feature_dropout < 1.0:
             raise ModelConfigError(f"model.feature_dropout: must be in [0, 1), got {self.feature_dropout}")
         _choice("temporal_pool", self.temporal_pool, TEMPORAL_POOLS)
+        self._validate_streams()
+        from dymsta.models.runtime import RUNTIMES  # lazy: imports torch
+
+        _choice("runtime", self.runtime, RUNTIMES)
         _int("spatial_pool", self.spatial_pool, 0)
         _int("branch_channels", self.branch_channels, 0)
         _int("reduction", self.reduction, 1)
@@ -108,6 +113,19 @@ class ModelConfig:
             from dymsta.models.backbone import check_backbone_name  # lazy: imports timm/torchvision
 
             check_backbone_name(self.backbone)
+
+    def _validate_streams(self) -> None:
+        streams = self.streams
+        if not isinstance(streams, tuple | list) or not streams or any(s not in STREAMS for s in streams):
+            raise ModelConfigError(f"model.streams: must name one or more of {', '.join(STREAMS)}; got {streams!r}")
+        if len(set(streams)) != len(streams):
+            raise ModelConfigError(f"model.streams: {list(streams)} names a stream twice")
+        _int("hist_channels", self.hist_channels, 0)
+        if self.hist_channels and "mv" not in streams:
+            raise ModelConfigError("model.hist_channels: set only for an mv stream encoded as a histogram")
+        _choice("fusion", self.fusion, FUSIONS)
+        if self.arch in VIDEO_ARCHS and tuple(streams) != ("rgb",):
+            raise ModelConfigError(f"model.streams: {self.arch} takes RGB clips only; got {list(streams)}")
 
     def _validate_kernels(self) -> None:
         kt = _int_tuple("temporal_kernels", self.temporal_kernels, 3)

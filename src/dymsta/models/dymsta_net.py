@@ -9,9 +9,10 @@ from torch import nn
 
 from dymsta.models.attention import SpatioTemporalAttention
 from dymsta.models.backbone import FrameBackbone, pool_grid
-from dymsta.models.base import FrameModel, feature_input
+from dymsta.models.base import FrameModel, Streams, as_streams, feature_input
 from dymsta.models.config import ModelConfig
 from dymsta.models.dynamic_conv import DynamicConv3d
+from dymsta.models.fusion import StreamFusion
 from dymsta.models.layers import TokenBatchNorm, from_tokens, to_tokens
 from dymsta.models.temporal import MultiScaleTemporalBlock
 
@@ -28,8 +29,10 @@ def annealed_temperature(epoch: int, *, initial: float, anneal_epochs: int) -> f
 class DyMSTANet(FrameModel):
     """DyMSTA-Net on a frame backbone.
 
-    Shapes: ``forward``: video ``(B, 3, T, H, W)`` -> logits ``(B, N)``; ``forward_head``: features
-    ``(B, Cb, T, h, w)`` -> logits ``(B, N)`` (any T >= T_long, any h, w).
+    Shapes: ``forward``: streams ``{s: (B, 3, T, H, W)}`` (or the RGB video alone) -> logits ``(B, N)``;
+    ``forward_head``: features ``{s: (B, C_s, T, h, w)}`` (or RGB features alone) -> logits ``(B, N)`` (any
+    T >= T_long, any h, w shared by the streams). Each stream is reduced to width D on the token grid and the
+    streams are fused (``cfg.fusion``) before the three modules.
 
     Args:
         cfg: the model config (``dim``, module switches, kernels, ...).
@@ -40,9 +43,13 @@ class DyMSTANet(FrameModel):
         super().__init__(cfg=cfg, backbone=backbone)
         d = cfg.dim
         self.feature_dropout = nn.Dropout(cfg.feature_dropout)
-        self.reduce = nn.Sequential(
-            nn.Linear(backbone.out_channels, d, bias=False), TokenBatchNorm(d), nn.ReLU(inplace=True)
-        )  # 1x1x1 conv on channels-last tokens
+        self.reduce = nn.ModuleDict(
+            {
+                s: nn.Sequential(nn.Linear(c, d, bias=False), TokenBatchNorm(d), nn.ReLU(inplace=True))
+                for s, c in self.stream_channels().items()
+            }
+        )  # per stream: a 1x1x1 conv on channels-last tokens
+        self.fusion = StreamFusion(channels=d, num_streams=len(self.streams), mode=cfg.fusion)
         self.dynamic_conv = self.dynamic_norm = None
         if cfg.dynamic:
             self.dynamic_conv = DynamicConv3d(
@@ -78,16 +85,20 @@ class DyMSTANet(FrameModel):
             )
 
     def forward_head(
-        self, feats: torch.Tensor, return_maps: bool = False
+        self, feats: torch.Tensor | Streams, return_maps: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Backbone features ``(B, Cb, T, h, w)`` -> logits ``(B, N)``.
+        """Stream features ``{s: (B, C_s, T, h, w)}`` -> logits ``(B, N)``.
 
         With ``return_maps=True`` returns ``(logits, maps)``: ``maps["temporal"]`` ``(B, T)`` and
         ``maps["spatial"]`` ``(B, T, h', w')`` (h', w' after ``spatial_pool``); ``{}`` when attention is off.
         """
-        x = feature_input(feats, self.classifier.weight, channels_last=True)  # the head computes channels-last
-        x = pool_grid(x, self.cfg.spatial_pool)  # (B, Cb, T, h', w'); a no-op on features the backbone pooled
-        tokens = self.reduce(self.feature_dropout(to_tokens(x)))  # (B, T, h', w', D)
+        streams = self.check_streams(as_streams(feats))
+        reduced = []
+        for name, f in streams.items():
+            x = feature_input(f, self.classifier.weight, channels_last=True)  # the head computes channels-last
+            x = pool_grid(x, self.cfg.spatial_pool)  # (B, C_s, T, h', w'); a no-op on features pooled before
+            reduced.append(self.reduce[name](self.feature_dropout(to_tokens(x))))  # (B, T, h', w', D)
+        tokens = self.fusion(reduced)  # (B, T, h', w', D)
         if self.dynamic_conv is not None:  # residual dynamic 3D conv
             tokens = tokens + F.relu(self.dynamic_norm(to_tokens(self.dynamic_conv(from_tokens(tokens)))))
         x = from_tokens(tokens)  # (B, D, T, h', w'), channels-last view

@@ -42,13 +42,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     """
     cfg.validate()
     if cfg.arch in _FRAME_MODELS:
-        grid = cfg.spatial_pool if cfg.arch == "dymsta" else 1  # TSN / linear probe need only the frame mean
+        # The backbone keeps its whole grid, and each head pools it (DyMSTA-Net to spatial_pool, TSN and the linear
+        # probe to the frame mean): so one feature cache per backbone serves every head.
         backbone = FrameBackbone(
             name=cfg.backbone,
             weights=cfg.backbone_weights,
             pretrained=cfg.pretrained,
             trainable_stages=cfg.trainable_stages,
-            grid=grid,
         )
         model = _FRAME_MODELS[cfg.arch](cfg=cfg, backbone=backbone)
     else:
