@@ -67,7 +67,8 @@ def test_ucf101_mini_loads(shared_data, tmp_path):
     assert len(carved.train) + len(carved.val) == 251 and carved.val
     assert not {r.group for r in carved.train} & {r.group for r in carved.val}
     ds = VideoClipDataset(carved.test[:2], num_frames=8, size=112, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    clip, label, video_id = ds[1]
+    streams, label, video_id = ds[1]
+    clip = streams["rgb"]
     assert clip.shape == (3, 8, 112, 112) and label == carved.test[1].label and video_id.endswith(".avi")
 
 
@@ -360,20 +361,21 @@ def _denormalise(clip: torch.Tensor) -> np.ndarray:
 def test_eval_clip_is_the_centre_crop_of_the_segment_centres(clip_records):
     records, frames = clip_records
     ds = _dataset(records, mode="eval")
-    clip, label, video_id = ds[0]
+    streams, label, video_id = ds[0]
+    clip = streams["rgb"]
     assert clip.shape == (3, 8, 48, 48) and clip.dtype == torch.float32 and (label, video_id) == (0, "c0.mkv")
     centres = [1, 3, 6, 8, 11, 13, 16, 18]  # floor((i + 0.5) * 20 / 8)
     np.testing.assert_allclose(_denormalise(clip), frames[0][centres][:, :, 8:56], atol=0.6)
-    assert torch.equal(ds[0][0], clip)  # deterministic
+    assert torch.equal(ds[0][0]["rgb"], clip)  # deterministic
     short, _, _ = ds[1]
-    assert short.shape == (3, 8, 48, 48)  # 5 frames stretched to 8
+    assert short["rgb"].shape == (3, 8, 48, 48)  # 5 frames stretched to 8
 
 
 def test_eval_views_grid(clip_records):
     records, _ = clip_records
     ds = _dataset(records, mode="eval", views=6, crops=3, size=32, resize=48)
     assert len(ds) == 12 and ds.view_of(7) == (1, 1)
-    clips = [ds[i][0] for i in range(6)]
+    clips = [ds[i][0]["rgb"] for i in range(6)]
     assert all(not torch.equal(clips[0], c) for c in clips[1:])
     with pytest.raises(IndexError):
         ds[12]
@@ -383,16 +385,16 @@ def test_train_mode_follows_torch_seed_and_workers(clip_records):
     records, _ = clip_records
     ds = _dataset(records * 4, mode="train", size=32)
     torch.manual_seed(0)
-    a = ds[0][0]
+    a = ds[0][0]["rgb"]
     torch.manual_seed(0)
-    assert torch.equal(ds[0][0], a)
-    assert not torch.equal(ds[0][0], a)  # the RNG moved on: another augmentation
+    assert torch.equal(ds[0][0]["rgb"], a)
+    assert not torch.equal(ds[0][0]["rgb"], a)  # the RNG moved on: another augmentation
 
     def batches(seed):
         loader = DataLoader(
             ds, batch_size=4, num_workers=2, collate_fn=collate_clips, generator=torch.Generator().manual_seed(seed)
         )
-        return torch.cat([b["video"] for b in loader])
+        return torch.cat([b["video"]["rgb"] for b in loader])
 
     first = batches(1)
     assert first.shape == (8, 3, 8, 32, 32)
@@ -402,13 +404,15 @@ def test_train_mode_follows_torch_seed_and_workers(clip_records):
 def test_augment_views_are_seeded_and_view0_is_eval(clip_records):
     records, _ = clip_records
     aug = _dataset(records, mode="augment", views=3, size=32)
-    assert torch.equal(aug[0][0], _dataset(records, mode="eval", size=32)[0][0])
+    assert torch.equal(aug[0][0]["rgb"], _dataset(records, mode="eval", size=32)[0][0]["rgb"])
     torch.manual_seed(123)
-    v1 = aug[1][0]
+    v1 = aug[1][0]["rgb"]
     torch.manual_seed(456)
-    assert torch.equal(_dataset(records, mode="augment", views=3, size=32)[1][0], v1)  # torch's seed plays no part
-    assert not torch.equal(aug[2][0], v1)
-    assert not torch.equal(_dataset(records, mode="augment", views=3, size=32, seed=1)[1][0], v1)
+    assert torch.equal(
+        _dataset(records, mode="augment", views=3, size=32)[1][0]["rgb"], v1
+    )  # torch's seed plays no part
+    assert not torch.equal(aug[2][0]["rgb"], v1)
+    assert not torch.equal(_dataset(records, mode="augment", views=3, size=32, seed=1)[1][0]["rgb"], v1)
 
 
 def _broken_record(tmp_path: Path) -> VideoRecord:
@@ -428,7 +432,7 @@ def test_undecodable_file_is_skipped_counted_and_logged_once(clip_records, tmp_p
     assert sum("broken.mp4" in r.getMessage() for r in caplog.records) == 1
     assert list(ds.bad_files) == [str(tmp_path / "broken.mp4")]
     batch = collate_clips(items)
-    assert batch["video"].shape == (2, 3, 8, 48, 48) and batch["num_skipped"] == 2
+    assert batch["video"]["rgb"].shape == (2, 3, 8, 48, 48) and batch["num_skipped"] == 2
     assert batch["label"].dtype == torch.long and batch["video_id"] == ["c0.mkv", "c0.mkv"]
     assert collate_clips([None, None]) is None
 

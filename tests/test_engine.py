@@ -59,6 +59,7 @@ def tiny_overrides(root: Path, cache: Path, *extra: str) -> list[str]:
         "data.val_fraction=0.34",
         "model.dim=32",
         "model.temporal_kernels=[1,3,5]",
+        "model.runtime=torch",  # the runtimes have tests of their own (test_runtime.py); exports cost seconds
         "train.epochs=2",
         "train.batch_size=8",
         f"cache.dir={cache}",

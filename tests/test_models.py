@@ -20,6 +20,7 @@ from dymsta.models import (
     load_model,
     save_model,
 )
+from dymsta.models.backbone import pool_grid
 from dymsta.models.layers import TemporalConv, from_tokens, to_tokens
 
 SMALL = {"num_classes": 5, "num_frames": 8, "temporal_kernels": (2, 3, 5), "dim": 32}
@@ -93,12 +94,15 @@ def test_head_shapes_for_every_ablation(switches: dict, b: int, t: int, h: int, 
     assert model.forward_head(feats).shape == (b, 5)
 
 
-def test_backbone_pools_for_the_head_and_tsn_takes_the_frame_mean() -> None:
-    video = torch.randn(1, 3, 2, 224, 224)
+def test_backbone_keeps_its_grid_and_each_head_pools_it() -> None:
+    """One feature cache serves every head: the backbone's whole grid, pooled by the head (or at cache read time)."""
+    video = torch.randn(1, 3, 8, 224, 224)
     dy, tsn = build_model(_cfg()).eval(), build_model(_cfg(arch="tsn")).eval()
     with torch.no_grad():
-        assert dy.backbone(video).shape == (1, 1280, 2, 4, 4)  # 7x7 pooled to <= spatial_pool=4
-        assert tsn.backbone(video).shape == (1, 1280, 2, 1, 1)  # TSN / linear need only the frame mean
+        feats = dy.backbone(video)
+        assert feats.shape == tsn.backbone(video).shape == (1, 1280, 8, 7, 7)
+        torch.testing.assert_close(dy.forward_head(feats), dy.forward_head(pool_grid(feats, 4)))  # 7x7 -> <= 4x4
+        torch.testing.assert_close(tsn.forward_head(feats), tsn.forward_head(feats.mean(dim=(3, 4), keepdim=True)))
 
 
 def test_tsn_averages_frame_logits_and_linear_probes_the_mean_feature() -> None:
@@ -294,7 +298,7 @@ def test_video_baseline_gradients_and_epoch_noop() -> None:
 
 def test_frozen_backbone_stays_in_eval_mode(dymsta: torch.nn.Module) -> None:
     dymsta.train()
-    assert dymsta.training and dymsta.classifier.training and dymsta.reduce[1].training
+    assert dymsta.training and dymsta.classifier.training and dymsta.reduce["rgb"][1].training
     assert not any(m.training for m in dymsta.backbone.net.modules())
 
 

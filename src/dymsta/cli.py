@@ -164,11 +164,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
 
     from dymsta.engine.inference import resolve_checkpoint
     from dymsta.models import load_model
-    from dymsta.models.export import check_onnx, export_onnx
+    from dymsta.models.export import check_onnx, example_inputs, export_onnx
 
     ckpt, _ = resolve_checkpoint(args.checkpoint)
     model, _ = load_model(ckpt)
@@ -176,7 +175,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export_onnx(model, args.out, num_frames=args.frames, size=args.size)
     frames = args.frames or model.cfg.num_frames
     size = args.size or model.input_size
-    diff = check_onnx(model, out, torch.randn(2, 3, frames, size, size))
+    diff = check_onnx(model, out, example_inputs(model, batch=2, num_frames=frames, size=size))
     print(f"wrote {out}; onnxruntime vs PyTorch max |diff| = {diff:.2e}")
     return 0
 

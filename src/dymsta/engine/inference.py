@@ -116,6 +116,8 @@ def predict_videos(
         data = DataConfig(num_frames=model.cfg.num_frames, modalities=tuple(getattr(model, "streams", ("rgb",))))
     amp = amp_dtype_for(run_config["train"]["amp"] if run_config else "none", dev)
     size = data.size or model.input_size
+    if getattr(model, "uses_frame_backbone", False):
+        model.backbone.set_runtime(model.cfg.runtime, device=dev, size=size)  # exports kept in the user's cache
     results = []
     for path in videos:
         try:

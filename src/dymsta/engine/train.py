@@ -149,6 +149,11 @@ class Pipeline:
     def cache_dir(self) -> Path:
         return Path(self.cfg.cache.dir) if self.cfg.cache.dir else self.run_dir.parent / "cache"
 
+    def runtime_id(self) -> str:
+        """The backbone's runtime as the feature cache sees it (read under the build's autocast)."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return self.model.backbone.runtime_id
+
     def stream_specs(self) -> list[StreamSpec]:
         """The cached streams of this run: each with its settings and the cache's storage type."""
         d = self.cfg.data
@@ -173,7 +178,7 @@ class Pipeline:
             crops=crops,
             seed=d.seed,
             augment=f"hflip={d.hflip},scale={list(d.crop_scale)}" if mode == "augment" else "",
-            runtime=getattr(backbone, "runtime_id", "torch"),
+            runtime=self.runtime_id(),
         )
         return get_or_build_cache(
             name,
@@ -266,6 +271,9 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
     model = model.to(device)
     size = d.size or model.input_size
     use_cache = bool(cfg.cache.enabled and model.uses_frame_backbone and model.cfg.trainable_stages == 0)
+    if model.uses_frame_backbone:  # after the weights are loaded: set_runtime exports them
+        cache_dir = Path(cfg.cache.dir) if cfg.cache.dir else run_dir.parent / "cache"
+        model.backbone.set_runtime(cfg.model.runtime, cache_dir=cache_dir, device=device, size=size)
     return Pipeline(
         cfg=cfg,
         run_dir=run_dir,

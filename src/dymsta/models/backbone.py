@@ -462,13 +462,20 @@ class FrameBackbone(nn.Module):
 
     # -------------------------------------------------------------- runtimes
 
-    def set_runtime(self, name: str, *, cache_dir: str | Path | None = None, device: torch.device | str = _CPU) -> str:
+    def set_runtime(
+        self,
+        name: str,
+        *,
+        cache_dir: str | Path | None = None,
+        device: torch.device | str = _CPU,
+        size: int | None = None,
+    ) -> str:
         """Run the frozen network on ``name`` (``model.runtime``) whenever no gradient is needed.
 
         ``auto`` picks the fastest installed runtime for ``device`` (:func:`dymsta.models.runtime.resolve_runtime`:
         CPU: OpenVINO, ONNX Runtime, PyTorch; CUDA: PyTorch). A fine-tuned backbone (``trainable_stages > 0``)
         stays on PyTorch (auto) or raises (an explicit export runtime). The network is exported and compiled
-        now for the native ``input_size`` frames and at the first call for any other frame size; files are reused
+        now for ``size`` (default ``input_size``) frames and at the first call for any other frame size; files are reused
         from ``<cache_dir>/runtimes``. Loading new weights (``load_state_dict``) or ``.to()`` rebuilds them at the
         next call; set the runtime after loading weights to skip the stale export. With ``auto`` an export failure
         falls back to PyTorch with a warning; an explicit runtime raises :class:`ExportError`.
@@ -477,6 +484,7 @@ class FrameBackbone(nn.Module):
             name: ``torch``, ``openvino``, ``onnxruntime`` or ``auto``.
             cache_dir: the feature-cache folder (files under ``runtimes/``); None: a per-user cache folder.
             device: where the model runs; non-CPU devices always use PyTorch.
+            size: the frame size to export and compile now (default: ``input_size``).
 
         Returns:
             The runtime actually used: ``torch``, ``openvino`` or ``onnxruntime``.
@@ -501,7 +509,7 @@ class FrameBackbone(nn.Module):
         self.runtime, self._runtime_request, self._runtime_cache_dir = picked, name, cache_dir
         self._runners = {}
         if picked != "torch":
-            size = self.input_size
+            size = size or self.input_size
             try:
                 self._runner(torch.empty(0, 3, size, size))  # export + compile now: errors and fallbacks show here
             except Exception:

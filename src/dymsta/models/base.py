@@ -104,7 +104,8 @@ class FrameModel(nn.Module):
         if names:
             images = [streams[s] for s in names]
             feats = self.backbone(torch.cat(images) if len(images) > 1 else images[0])  # (n*B, Cb, T, h, w)
-            out.update(zip(names, feats.chunk(len(images)), strict=True))
+            b = images[0].shape[0]
+            out.update({s: feats[i * b : (i + 1) * b] if len(names) > 1 else feats for i, s in enumerate(names)})
         return out
 
     def forward(self, inputs: torch.Tensor | Streams) -> torch.Tensor:

@@ -10,7 +10,7 @@ from torch import nn
 
 from dymsta.utils import atomic_path, get_logger
 
-__all__ = ["export_onnx", "check_onnx", "ExportError"]
+__all__ = ["export_onnx", "check_onnx", "example_inputs", "input_names", "ExportError"]
 
 log = get_logger(__name__)
 
@@ -19,15 +19,37 @@ class ExportError(RuntimeError):
     """ONNX export or the onnxruntime check failed (one line, names the file)."""
 
 
+def input_names(model: nn.Module) -> list[str]:
+    """ONNX input names, one per stream in the model's order: ``video`` for RGB, the stream's name otherwise."""
+    return ["video" if s == "rgb" else s for s in getattr(model, "streams", ("rgb",))]
+
+
+def example_inputs(model: nn.Module, *, batch: int, num_frames: int, size: int) -> dict[str, torch.Tensor]:
+    """Random inputs of every stream, named as in the ONNX file: images ``(B, 3, T, S, S)``, an mv histogram
+    ``(B, hist_channels, T, h, w)`` on the backbone's grid at ``S``."""
+    out = {}
+    for name, stream in zip(input_names(model), getattr(model, "streams", ("rgb",)), strict=True):
+        if stream in getattr(model, "image_streams", ("rgb",)):
+            out[name] = torch.randn(batch, 3, num_frames, size, size)
+        else:
+            with torch.no_grad():
+                h, w = model.backbone(torch.zeros(1, 3, 1, size, size)).shape[-2:]
+            out[name] = torch.randn(batch, model.cfg.hist_channels, num_frames, h, w)
+    return out
+
+
 class _Exportable(nn.Module):
-    """``forward(video) = model(video)``: a plain module to export (the model may have extra methods/attributes)."""
+    """``forward(*inputs) = model({stream: input})``: a plain module with positional tensor inputs to export."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.streams = tuple(getattr(model, "streams", ("rgb",)))
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.model(video)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.streams == ("rgb",):
+            return self.model(inputs[0])
+        return self.model(dict(zip(self.streams, inputs, strict=True)))
 
 
 def _use_bmm(model: nn.Module) -> dict[nn.Module, str]:
@@ -62,12 +84,13 @@ def export_onnx(
             implementations), else the TorchScript exporter (opset 17, and ~6x faster to export).
 
     Returns:
-        The written path. Input name ``video``, output name ``logits``; T and S are fixed, B is dynamic.
+        The written path. One input per stream (:func:`input_names`: ``video`` for RGB, then ``rgbdiff``, ``mv``),
+        output ``logits``; T and S are fixed, B is dynamic.
     """
     path = Path(path)
     t = num_frames or model.cfg.num_frames
     s = size or model.input_size
-    example = torch.randn(2, 3, t, s, s)
+    example = example_inputs(model, batch=2, num_frames=t, size=s)
     use_dynamo = opset >= 18 if dynamo is None else dynamo
     was_training = model.training
     saved = _use_bmm(model)
@@ -94,58 +117,62 @@ def export_onnx(
     return path
 
 
-def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def _export_torchscript(module: nn.Module, example: dict[str, torch.Tensor], path: Path, opset: int) -> None:
+    names = list(example)
     torch.onnx.export(
         module,
-        (example,),
+        tuple(example.values()),
         str(path),
         dynamo=False,
         opset_version=opset,
-        input_names=["video"],
+        input_names=names,
         output_names=["logits"],
-        dynamic_axes={"video": {0: "batch"}, "logits": {0: "batch"}},
+        dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
     )
 
 
-def _export_dynamo(module: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def _export_dynamo(module: nn.Module, example: dict[str, torch.Tensor], path: Path, opset: int) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         module,
-        (example,),
+        tuple(example.values()),
         dynamo=True,
         opset_version=opset,
-        input_names=["video"],
+        input_names=list(example),
         output_names=["logits"],
-        dynamic_shapes={"video": {0: batch}},
+        dynamic_shapes=(({0: batch},) * len(example),),  # one entry: the tuple of positional (*inputs) tensors
         optimize=True,
         verbose=False,
     )
     program.save(str(path), external_data=False)
 
 
-def check_onnx(model: nn.Module, path: str | Path, video: torch.Tensor) -> float:
-    """Max absolute difference of the logits of onnxruntime (CPU) and eager PyTorch (eval mode) on ``video``.
+def check_onnx(model: nn.Module, path: str | Path, inputs: torch.Tensor | dict[str, torch.Tensor]) -> float:
+    """Max absolute difference of the logits of onnxruntime (CPU) and eager PyTorch (eval mode) on ``inputs``.
 
     Args:
         model: the eager model the file was exported from.
         path: the ``.onnx`` file.
-        video: ``(B, 3, T, S, S)`` float input with the exported T and S (any B).
+        inputs: the RGB video ``(B, 3, T, S, S)``, or every stream named as in the file (:func:`example_inputs`),
+            with the exported T and S (any B).
     """
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"ONNX file not found: {path}")
+    feeds = inputs if isinstance(inputs, dict) else {"video": inputs}
+    streams = dict(zip(input_names(model), getattr(model, "streams", ("rgb",)), strict=True))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            expected = model(video).float().cpu().numpy()
+            expected = _Exportable(model)(*[feeds[n] for n in streams]).float().cpu().numpy()
     finally:
         model.train(was_training)
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (got,) = session.run(["logits"], {"video": video.float().cpu().numpy()})
+        (got,) = session.run(["logits"], {n: v.float().cpu().numpy() for n, v in feeds.items()})
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types
         raise ExportError(f"onnxruntime could not run {path}: {e}".split("\n")[0][:400]) from None
     return float(abs(got - expected).max())
