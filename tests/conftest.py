@@ -17,6 +17,7 @@ TINY_CODECS: dict[str, tuple[str, dict[str, str]]] = {
     "libx264rgb": ("rgb24", {"qp": "0", "preset": "ultrafast"}),
     "libx264": ("yuv420p", {"crf": "18", "preset": "ultrafast"}),
     "mpeg4": ("yuv420p", {"qscale": "2"}),
+    "libvpx-vp9": ("yuv420p", {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}),  # no motion vectors
 }
 
 

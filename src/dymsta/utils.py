@@ -59,8 +59,30 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def progress(iterable: Iterable, *, enabled: bool = True, **kwargs: Any) -> Iterable:
-    """A tqdm progress bar on a terminal; silent when not a TTY (CI, logs) or when ``enabled`` is False."""
+def progress(iterable: Iterable, *, enabled: bool = True, log_every: float = 30.0, **kwargs: Any) -> Iterable:
+    """A tqdm progress bar on a terminal; off a terminal (CI, logs), one INFO line every ``log_every`` seconds
+    (``desc: done/total, rate/s``) for loops that run that long; nothing when ``enabled`` is False."""
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=None if enabled else True, dynamic_ncols=True, **kwargs)
+    if not enabled:
+        return tqdm(iterable, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, dynamic_ncols=True, **kwargs)
+    return _logged(iterable, desc=kwargs.get("desc", "progress"), unit=kwargs.get("unit", "it"), every=log_every)
+
+
+def _logged(iterable: Iterable, *, desc: str, unit: str, every: float) -> Iterator:
+    import time
+
+    log = logging.getLogger("dymsta.progress")
+    total = len(iterable) if hasattr(iterable, "__len__") else None
+    start = last = time.perf_counter()
+    for i, item in enumerate(iterable, 1):
+        yield item
+        now = time.perf_counter()
+        if now - last >= every:
+            last = now
+            of = f"/{total}" if total is not None else ""
+            log.info("%s: %d%s %s, %.2f %s/s", desc, i, of, unit, i / (now - start), unit)
