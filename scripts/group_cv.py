@@ -79,6 +79,19 @@ def select(feats: dict[str, torch.Tensor], streams: tuple[str, ...], index, view
     return {s: (feats[s][index, 0] if view is None else feats[s][index, view]).float() for s in streams}
 
 
+def split_overrides(sets: str) -> list[str]:
+    """``"a=1,b=[x,y]"`` -> ``["a=1", "b=[x,y]"]``: commas inside brackets belong to a list value."""
+    out, depth, current = [], 0, ""
+    for ch in sets:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += ch
+    return [s for s in [*out, current] if s]
+
+
 def fold_of_groups(groups: list[str], folds: int) -> list[list[int]]:
     """Indices of the videos of each fold: sorted groups dealt into ``folds`` contiguous blocks."""
     names = sorted(set(groups))
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for spec in args.variant or ["recipe="]:
         name, _, sets = spec.partition("=")
-        cfg = load_config(path, args.set + [s for s in sets.split(",") if s])
+        cfg = load_config(path, args.set + split_overrides(sets))
         cfg.model.num_classes = int(labels.max()) + 1
         t0, curves = time.time(), []
         for k, val_idx in enumerate(folds):

@@ -101,3 +101,17 @@ def test_unknown_recipe_lists_the_shipped_ones() -> None:
 
 def test_defaults_validate() -> None:
     Config().validate()
+
+
+def test_model_streams_follow_data_modalities() -> None:
+    cfg = load_config(None, ["data.modalities=[mv,rgb]", "data.motion.mv_encoding=hist", "data.motion.mv_bins=6"])
+    assert cfg.model.streams == ("rgb", "mv") and cfg.model.hist_channels == 7
+    assert load_config(None, ["data.modalities=[rgb,rgbdiff]"]).model.hist_channels == 0
+    with pytest.raises(ConfigError, match="model.streams"):
+        load_config(None, ["data.modalities=[rgb,mv]", "model.streams=[rgb]"])
+    with pytest.raises(ConfigError, match="data.modalities"):
+        load_config(None, ["data.modalities=[rgb,flow]"])
+    with pytest.raises(ConfigError, match="data.motion.mv_encoding"):
+        load_config(None, ["data.motion.mv_encoding=arrows"])
+    with pytest.raises(ConfigError, match="model.fusion"):
+        load_config(None, ["model.fusion=product"])

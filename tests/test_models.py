@@ -403,3 +403,60 @@ def test_video_baseline_pretrained_offline_is_a_clear_error(monkeypatch: pytest.
     monkeypatch.delenv("no_proxy", raising=False)
     with pytest.raises(BackboneWeightsError, match=r"Kinetics-400 weights .* r3d_18 .*model.pretrained=false"):
         build_model(_cfg(arch="r3d_18"))
+
+
+# ------------------------------------------------------------------------------------------------------ streams
+
+STREAMS = ("rgb", "rgbdiff", "mv")
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "gated"])
+@pytest.mark.parametrize("hist", [0, 9])
+def test_stream_models_shapes_and_gradients(fusion: str, hist: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(_cfg(pretrained=False, streams=STREAMS, hist_channels=hist, fusion=fusion)).train()
+    feats = {s: torch.randn(2, 1280, 8, 3, 3) for s in STREAMS}
+    if hist:
+        feats["mv"] = torch.rand(2, hist, 8, 3, 3)
+    assert model.stream_channels() == {"rgb": 1280, "rgbdiff": 1280, "mv": hist or 1280}
+    logits = model.forward_head(feats)
+    assert logits.shape == (2, SMALL["num_classes"])
+    logits.sum().backward()
+    head = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone")]
+    missing = [n for n, p in head if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    with pytest.raises(ModelInputError, match="missing 'rgbdiff'"):
+        model.forward_head({k: v for k, v in feats.items() if k != "rgbdiff"})
+
+
+def test_image_streams_share_one_backbone_batch() -> None:
+    model = build_model(_cfg(pretrained=False, streams=("rgb", "mv"), arch="linear")).eval()
+    calls = []
+    model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    video = {"rgb": torch.randn(2, 3, 8, 64, 64), "mv": torch.randn(2, 3, 8, 64, 64)}
+    with torch.no_grad():
+        feats = model.extract(video)
+        torch.testing.assert_close(feats["mv"], model.backbone(video["mv"]))
+    assert calls[0] == (4, 3, 8, 64, 64)  # both streams in one call
+
+
+def test_gated_fusion_weights_are_a_softmax_over_streams() -> None:
+    from dymsta.models.fusion import StreamFusion
+
+    fusion = StreamFusion(channels=8, num_streams=3, mode="gated")
+    tokens = [torch.randn(2, 4, 3, 3, 8) for _ in range(3)]
+    w = fusion.weights(tokens)
+    assert w.shape == (2, 3)
+    torch.testing.assert_close(w.sum(1), torch.ones(2))
+    expected = sum(w[:, i, None, None, None, None] * tokens[i] for i in range(3))
+    torch.testing.assert_close(fusion(tokens), expected)
+    torch.testing.assert_close(StreamFusion(channels=8, num_streams=3, mode="sum")(tokens), sum(tokens))
+
+
+def test_baselines_concatenate_the_streams() -> None:
+    tsn = build_model(_cfg(arch="tsn", pretrained=False, streams=("rgb", "mv"), hist_channels=9)).eval()
+    feats = {"rgb": torch.randn(2, 1280, 8, 2, 2), "mv": torch.rand(2, 9, 8, 2, 2)}
+    joined = torch.cat([feats["rgb"].mean(dim=(3, 4)), feats["mv"].mean(dim=(3, 4))], dim=1)  # (B, 1289, T)
+    with torch.no_grad():
+        per_frame = torch.stack([tsn.classifier(joined[:, :, t]) for t in range(8)], 1)
+        torch.testing.assert_close(tsn.forward_head(feats), per_frame.mean(1))

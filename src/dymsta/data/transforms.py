@@ -32,6 +32,7 @@ __all__ = [
     "clip_to_tensor",
     "crop",
     "eval_source_box",
+    "frames_to_input",
     "hflip",
     "normalize",
     "resize",
@@ -142,6 +143,28 @@ def clip_to_tensor(
         raise ValueError("give both mean and std, or neither")
     m, s = _channel_stats(mean, std, clip.shape[0])
     return clip.mul_(1.0 / (255.0 * s)).sub_(m / s)
+
+
+def frames_to_input(
+    streams: dict[str, torch.Tensor], *, mean: Sequence[float], std: Sequence[float]
+) -> dict[str, torch.Tensor]:
+    """Batched uint8 image streams ``(B, T, H, W, 3)`` -> normalised float ``(B, 3, T, H, W)``; others unchanged.
+
+    What :func:`clip_to_tensor` does per clip, done on a whole batch after it crossed from the DataLoader workers
+    as uint8 (a quarter of the bytes of float32). The result is a view of a channels-last ``(B, T, H, W, 3)``
+    buffer: the frame backbone's channels-last layout, with no further copy.
+    """
+    out = {}
+    for name, x in streams.items():
+        if x.dtype != torch.uint8:
+            out[name] = x
+            continue
+        if x.ndim != 5 or x.shape[-1] != 3:
+            raise ValueError(f"stream {name!r}: uint8 frames must be (B, T, H, W, 3), got shape {tuple(x.shape)}")
+        m, s = _channel_stats(mean, std, 3)
+        y = x.to(torch.float32).mul_(1.0 / (255.0 * s.view(3))).sub_(m.view(3) / s.view(3))  # (B, T, H, W, 3)
+        out[name] = rearrange(y, "b t h w c -> b c t h w")
+    return out
 
 
 def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
