@@ -44,7 +44,7 @@ def machine() -> dict:
 def interleaved(methods: dict[str, Callable[[int], object]], n: int, repeats: int) -> dict[str, float]:
     """Median over ``repeats`` of the total seconds of each method over items ``0..n-1``, run item by item."""
     totals: dict[str, list[float]] = {k: [] for k in methods}
-    for k, fn in methods.items():  # warm-up
+    for fn in methods.values():  # warm-up
         fn(0)
     for _ in range(repeats):
         spent = dict.fromkeys(methods, 0.0)
@@ -123,7 +123,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     splits = load_splits("ucf101", args.root / "ucf101-mini", val_fraction=0.0)
-    records = (splits.train + splits.test)[:: max(1, (len(splits.train) + len(splits.test)) // args.clips)][: args.clips]
+    records = (splits.train + splits.test)[:: max(1, (len(splits.train) + len(splits.test)) // args.clips)][
+        : args.clips
+    ]
     print(f"{len(records)} ucf101-mini clips, {T} frames, {args.repeats} repeats", flush=True)
     decode = decode_section(records, args.repeats)
     print("\n1. decoding the sampled frames (read_clip)")
@@ -132,7 +134,9 @@ def main() -> None:
     items = dataset_section(records, args.repeats)
     print("\n2-3. one dataset item (eval view) and backbone frames per clip")
     for k, v in items.items():
-        print(f"  {k:32s} {v['clips_per_s']:7.1f} clips/s  {v['x_rgb']:.2f}x rgb  {v['backbone_frames_per_clip']} frames")
+        print(
+            f"  {k:32s} {v['clips_per_s']:7.1f} clips/s  {v['x_rgb']:.2f}x rgb  {v['backbone_frames_per_clip']} frames"
+        )
     out = {"machine": machine(), "clips": len(records), "repeats": args.repeats, "decode": decode, "dataset": items}
     atomic_write_json(args.out, out)
     print(f"\nwrote {args.out}")

@@ -3,7 +3,8 @@
     python scripts/time_order_test.py runs/results/dymsta/s0 runs/results/tsn/s0 [--json OUT]
 
 Loads each run's best checkpoint and its config, and evaluates the test list from the run's feature cache with
-the time axis of every clip's features permuted (the same permutation for every clip). A model that ignores
+the time axis of every clip's features permuted (the same permutation for every clip and every stream; the motion
+streams' own content still says which way things move within a frame pair). A model that ignores
 order (TSN, the linear probe) scores the same under every permutation. A model that relies on order loses
 accuracy when the order is broken; on the synthetic set, reversing the frames swaps the labels of three pairs.
 """
@@ -18,6 +19,7 @@ import torch
 
 from dymsta.engine.train import build_pipeline, config_from_checkpoint, evaluate_records
 from dymsta.models import load_model
+from dymsta.models.base import as_streams
 
 
 def orders(t: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -29,6 +31,11 @@ def orders(t: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def permuted(feats: torch.Tensor | dict[str, torch.Tensor], perm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every stream's features ``(B, C, T, h, w)`` with the time axis in ``perm`` order."""
+    return {k: v[:, :, perm] for k, v in as_streams(feats).items()}
+
+
 def accuracy_by_order(run: Path) -> dict[str, float]:
     model, meta = load_model(run / "checkpoints" / "best.safetensors")
     cfg = config_from_checkpoint(meta)
@@ -36,7 +43,7 @@ def accuracy_by_order(run: Path) -> dict[str, float]:
     forward_head = p.model.forward_head
     out = {}
     for name, perm in orders(cfg.data.num_frames).items():
-        p.model.forward_head = lambda feats, *a, _perm=perm, **k: forward_head(feats[:, :, _perm], *a, **k)
+        p.model.forward_head = lambda feats, *a, _perm=perm, **k: forward_head(permuted(feats, _perm), *a, **k)
         out[name] = evaluate_records(p, p.splits.test, views=1, crops=1)["accuracy"]
     return out
 

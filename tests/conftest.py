@@ -114,3 +114,62 @@ def tiny_video(tmp_path: Path) -> Callable[..., tuple[Path, np.ndarray]]:
         return path, frames
 
     return make
+
+
+# ------------------------------------------------------------------------------------- a small trained model
+
+COLOURS = {"blue": (40, 60, 220), "green": (40, 200, 60), "red": (220, 50, 40)}  # sorted: the class ids
+
+
+def colour_frames(colour: str, num_frames: int, size: int = 48, *, seed: int = 0) -> np.ndarray:
+    """uint8 (T, size, size, 3): a noisy field of one colour with a grey block moving across it."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        f = np.array(COLOURS[colour], dtype=np.int16) + rng.integers(-30, 31, (size, size, 3))
+        x0 = (t * 3 + seed * 7) % (size - size // 4)
+        f[size // 3 : size // 3 + size // 4, x0 : x0 + size // 4] = 128
+        frames[t] = np.clip(f, 0, 255)
+    return frames
+
+
+@pytest.fixture(scope="session")
+def colour_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A DyMSTA-Net trained (fp32, PyTorch runtime, a few seconds) to tell three colours apart, on a folder
+    dataset with train/val/test sides: ``{"run", "root", "classes", "test_videos"}``."""
+    from dymsta.config import load_config
+    from dymsta.engine.train import train
+
+    root = tmp_path_factory.mktemp("colours")
+    seed = 0
+    for side, count in (("train", 8), ("val", 3), ("test", 2)):
+        for colour in COLOURS:
+            for k in range(count):
+                seed += 1
+                path = root / side / colour / f"{colour}_{side}_{k}x.mkv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_video(path, colour_frames(colour, 16, seed=seed), fps=8)
+    overrides = [
+        "data.kind=folder",
+        f"data.root={root}",
+        "data.num_frames=8",
+        "data.size=64",
+        "data.workers=0",
+        "model.dim=32",
+        "model.temporal_kernels=[1,3,5]",
+        "model.runtime=torch",
+        "train.amp=none",
+        "train.epochs=12",
+        "train.batch_size=8",
+        "train.label_smoothing=0.2",
+        "optim.lr=0.003",
+        "optim.scheduler=none",
+        f"cache.dir={root.parent / (root.name + '-cache')}",
+        "cache.train_views=2",
+        "cache.batch_size=8",
+    ]
+    repo = Path(__file__).resolve().parents[1]
+    run = root.parent / (root.name + "-run")
+    train(load_config(repo / "configs" / "demo.yaml", overrides), run)
+    tests = sorted((root / "test").rglob("*.mkv"))
+    return {"run": run, "root": root, "classes": sorted(COLOURS), "test_videos": tests, "overrides": overrides}

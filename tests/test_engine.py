@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -114,10 +115,10 @@ def test_train_writes_the_whole_run(
     assert "Weighted avg" in capsys.readouterr().out
     clip = next((synth_root / "UCF-101").rglob("*.avi"))
     assert main(["predict", str(run), str(clip), "--json", "--top-k", "3", "--explain", str(tmp_path / "ex")]) == 0
-    pred = json.loads(capsys.readouterr().out)
-    assert len(pred[0]["top"]) == 3 and pred[0]["error"] is None
-    assert abs(sum(t["prob"] for t in pred[0]["top"])) <= 1.0 + 1e-6
-    assert {t["class"] for t in pred[0]["top"]} <= set(SYNTH_CLASSES[:4])
+    pred = json.loads(capsys.readouterr().out)  # one JSON object per line (tests/test_predict.py checks the fields)
+    assert len(pred["predictions"]) == 3 and pred["error"] is None
+    assert abs(sum(t["score"] for t in pred["predictions"])) <= 1.0 + 1e-6
+    assert {t["label"] for t in pred["predictions"]} <= set(SYNTH_CLASSES[:4])
     assert list((tmp_path / "ex").glob("*.png"))
     bad = tmp_path / "not_a_video.mp4"
     bad.write_bytes(b"hello")
@@ -192,6 +193,51 @@ def test_interrupted_cache_build_never_looks_complete(synth_root: Path, tmp_path
     assert not list((tmp_path / "cache").rglob("*.npy"))  # the half-written stream was removed
     store = cache_of(p, p.splits.val, tmp_path / "cache", spec, batch_size=2)
     assert store.valid.all() and len(store) == len(p.splits.val)
+
+
+def _cache_files(cache: Path) -> dict[str, int]:
+    """Every stream file under ``cache`` -> its mtime (ns)."""
+    return {str(p.relative_to(cache)): p.stat().st_mtime_ns for p in cache.glob("*/*.npy")}
+
+
+def test_one_cache_serves_every_head_and_grows_by_stream(synth_root: Path, tmp_path: Path) -> None:
+    """TSN and the linear probe read DyMSTA-Net's cache; a new stream adds its file and leaves the others alone."""
+    cache = tmp_path / "cache"
+    train(tiny_cfg(synth_root, cache, "train.epochs=1"), tmp_path / "dymsta")
+    first = _cache_files(cache)
+    assert first and all(Path(f).name.startswith("rgb-") for f in first)
+    for arch in ("tsn", "linear"):
+        summary = train(tiny_cfg(synth_root, cache, "train.epochs=1", f"model.arch={arch}"), tmp_path / arch)
+        assert _cache_files(cache) == first, arch  # no new cache, nothing rewritten
+        assert summary["test"]["num_videos"] == 8
+
+    train(tiny_cfg(synth_root, cache, "train.epochs=1", "data.modalities=[rgb,rgbdiff]"), tmp_path / "two")
+    grown = _cache_files(cache)
+    assert {k: v for k, v in grown.items() if k in first} == first  # the rgb files are untouched
+    added = set(grown) - set(first)
+    assert added and all(Path(f).name.startswith("rgbdiff-") for f in added)
+    clip = next((synth_root / "UCF-101").rglob("*.avi"))  # predict, explain and export the two-stream model
+    assert main(["predict", str(tmp_path / "two"), str(clip), "--explain", str(tmp_path / "ex")]) == 0
+    assert list((tmp_path / "ex").glob("*_attention.png"))
+    assert main(["export", str(tmp_path / "two"), str(tmp_path / "two.onnx")]) == 0
+
+    summary = train(tiny_cfg(synth_root, cache, "train.epochs=1", "cache.dtype=uint8"), tmp_path / "uint8")
+    stored = set(_cache_files(cache)) - set(grown)
+    assert stored and all(Path(f).name.startswith("rgb-") for f in stored)  # uint8 rows: a stream file of its own
+    assert summary["test"]["num_videos"] == 8
+
+
+def test_uint8_storage_is_within_half_a_step() -> None:
+    from dymsta.engine.cache import dequantize, quantize
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((16, 4, 3, 3)) * rng.uniform(0.1, 5, (16, 1, 1, 1))).astype(np.float32)
+    x[3] = 1.5  # a constant channel
+    q, scales = quantize(x)
+    assert q.dtype == np.uint8 and scales.shape == (16, 2)
+    err = np.abs(dequantize(q, scales) - x)
+    assert (err <= scales[:, 1].reshape(-1, 1, 1, 1) / 2 + 1e-6).all()
+    assert err[3].max() == 0
 
 
 def test_training_from_cache_equals_training_through_the_backbone(synth_root: Path, tmp_path: Path) -> None:
@@ -308,7 +354,10 @@ def _rows(run: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     epochs = 30
-    args = _train_args(synth_root, cache_dir, "train.threads=1", "train.deterministic=true", f"train.epochs={epochs}")
+    streams = ("data.modalities=[rgb,mv]", "data.motion.mv_encoding=hist")  # resume with a motion stream
+    args = _train_args(
+        synth_root, cache_dir, "train.threads=1", "train.deterministic=true", f"train.epochs={epochs}", *streams
+    )
     full = tmp_path / "full"
     assert _run_cli([*args, "--out", str(full)]).wait(timeout=300) == 0
 
@@ -340,7 +389,10 @@ def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: P
 def test_ddp_two_gloo_processes_match_one_process(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     assert torchrun, "torchrun not found"
-    args = _train_args(synth_root, cache_dir, "train.threads=1", "model.dropout=0", "train.epochs=3", "train.amp=none")
+    streams = "data.modalities=[rgb,rgbdiff,mv]"  # every stream, cached by 2 ranks
+    args = _train_args(
+        synth_root, cache_dir, "train.threads=1", "model.dropout=0", "train.epochs=3", "train.amp=none", streams
+    )
     single = tmp_path / "single"
     assert _run_cli([*args, "--out", str(single)]).wait(timeout=300) == 0
     ddp = tmp_path / "ddp"

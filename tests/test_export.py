@@ -43,6 +43,26 @@ def test_onnx_round_trip_equals_eager(tmp_path: Path, kw: dict) -> None:
         assert model(video).abs().max() > 100 * TOL  # the comparison is not trivially small
 
 
+@pytest.mark.parametrize("arch", ["dymsta", "tsn"])
+def test_multi_stream_export_has_one_input_per_stream(tmp_path: Path, arch: str) -> None:
+    import onnx
+
+    from dymsta.models.export import example_inputs
+
+    torch.manual_seed(0)
+    cfg = _cfg(arch=arch, streams=("rgb", "rgbdiff", "mv"), hist_channels=9, fusion="gated", **SMALL_BACKBONE)
+    model = build_model(cfg).eval()
+    path = export_onnx(model, tmp_path / "streams.onnx", size=64)
+    names = [i.name for i in onnx.load(str(path)).graph.input]
+    assert names == ["video", "rgbdiff", "mv"]
+    inputs = example_inputs(model, batch=3, num_frames=8, size=64)
+    assert inputs["mv"].shape == (3, 9, 8, 2, 2)  # a histogram on the backbone's grid
+    assert check_onnx(model, path, inputs) < TOL
+    with torch.no_grad():
+        moved = model({"rgb": inputs["video"], "rgbdiff": inputs["rgbdiff"], "mv": inputs["mv"] + 1})
+        assert not torch.allclose(moved, model({"rgb": inputs["video"], **{k: inputs[k] for k in ("rgbdiff", "mv")}}))
+
+
 def test_export_of_a_loaded_model_and_a_video_baseline(tmp_path: Path) -> None:
     model = build_model(_cfg(arch="r3d_18", pretrained=False)).eval()
     save_model(model, tmp_path / "m.safetensors")

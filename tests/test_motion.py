@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_video
 from dymsta.data import VideoRecord
 from dymsta.data.datasets import VideoClipDataset, motion_windows
 from dymsta.data.decode import read_clip
@@ -25,8 +26,6 @@ from dymsta.data.motion import (
     stream_settings,
 )
 from dymsta.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-from .conftest import write_video
 
 MV_DTYPE = np.dtype(
     [
@@ -54,18 +53,21 @@ def _vectors(*rows: tuple) -> np.ndarray:
     return out
 
 
-def moving_square(num_frames: int = 24, size: int = 96, step: int = 4, *, seed: int = 0) -> np.ndarray:
-    """uint8 (T, size, size, 3): a textured square moving right by ``step`` px per frame on a still textured
-    background (texture gives the encoder something to match)."""
-    rng = np.random.default_rng(seed)
-    background = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    background = np.repeat(np.repeat(background[::4, ::4], 4, 0), 4, 1)[:size, :size]
-    square = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+def moving_square(num_frames: int = 24, size: int = 96, step: int = 4) -> np.ndarray:
+    """uint8 (T, size, size, 3): a square moving right by ``step`` px per frame on a still background, both with
+    smooth texture (block motion search follows smooth content; on white noise encoders pick intra blocks)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    background = np.stack(
+        [128 + 60 * np.sin(xx / 9.0), 128 + 60 * np.cos(yy / 11.0), 128 + 40 * np.sin((xx + yy) / 13.0)], -1
+    )
+    sy, sx = np.mgrid[0:32, 0:32].astype(np.float32)
+    square = np.stack([200 + 50 * np.sin(sx / 4.0), 60 + 50 * np.cos(sy / 5.0), 100 + 80 * np.sin((sx - sy) / 6.0)], -1)
     frames = np.repeat(background[None], num_frames, 0)
     for t in range(num_frames):
         x = 8 + t * step
-        frames[t, 32:64, x : x + 32] = square[:, : max(0, min(32, size - x))]
-    return frames
+        width = max(0, min(32, size - x))
+        frames[t, 32:64, x : x + width] = square[:, :width]
+    return np.clip(frames, 0, 255).astype(np.uint8)
 
 
 # -------------------------------------------------------------------------------------------------- pure functions

@@ -167,7 +167,9 @@ def test_write_report_files(tmp_path, report):
     assert "Top-5 accuracy: 1.0000" in md
     assert "- Top-1 accuracy: 0.6667" in md
     assert "- Clip-level top-1 accuracy: 0.5000" in md
-    assert "- Videos evaluated: 6" in md and "- Videos skipped (unreadable): 2" in md
+    assert (
+        "- Videos evaluated: 6" in md and "- Videos skipped (unreadable, or decoding too few of their frames): 2" in md
+    )
     assert "| a | 1.0000 | 0.6667 | 0.8000 | 3 |" in md
     assert "| d | 0.0000 | 0.0000 | 0.0000 | 0 |" in md
     # the sklearn block, rebuilt from the confusion matrix, equals sklearn on the original labels

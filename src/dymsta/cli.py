@@ -3,12 +3,16 @@
     dymsta demo [--out DIR]
     dymsta train --config FILE.yaml [--set key=value ...] [--out RUN_DIR] [--resume]
     dymsta eval RUN_DIR_OR_CHECKPOINT [--split test] [--views N] [--crops K]
-    dymsta predict CHECKPOINT VIDEO [VIDEO ...] [--top-k 5] [--json] [--explain DIR]
+    dymsta predict MODEL INPUT [INPUT ...] [--top-k 5] [--threshold P] [--json] [--out FILE.jsonl] [--explain DIR]
+    dymsta predict MODEL VIDEO --timeline [--window 2] [--stride 1] [--plot FILE.png] [--video-out FILE.mp4]
+    dymsta check-videos [PATH ...] [--config FILE.yaml --set ...] [--output invalid.txt] [--json]
+    dymsta labels MODEL OUT.txt|OUT.json
     dymsta extract --config FILE.yaml [--set key=value ...] [--out RUN_DIR]
     dymsta export CHECKPOINT --format onnx OUT
     dymsta synth OUT [--groups N] [--clips-per-group N] [--frames N] [--size N] [--seed N]
 
-Distributed: ``torchrun --nproc_per_node N -m dymsta train ...``.
+MODEL is a run folder, a ``.safetensors`` checkpoint or an exported ``.onnx`` file; INPUT a file, a folder (searched
+recursively), a glob or ``@list.txt``. Distributed: ``torchrun --nproc_per_node N -m dymsta train|predict ...``.
 """
 
 from __future__ import annotations
@@ -57,14 +61,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p, "override the stored config, e.g. --set data.root=/other/copy")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/eval-SPLIT-VIEWSxCROPS)")
 
-    p = sub.add_parser("predict", help="class probabilities for video files")
-    p.add_argument("checkpoint", help="RUN_DIR or a .safetensors checkpoint")
-    p.add_argument("videos", nargs="+", help="video files")
-    p.add_argument("--top-k", type=int, default=5)
+    p = sub.add_parser("predict", help="calibrated class probabilities (or timelines) for many video files")
+    p.add_argument("checkpoint", metavar="MODEL", help="RUN_DIR, a .safetensors checkpoint or an exported .onnx")
+    p.add_argument("videos", nargs="+", metavar="INPUT", help="video files, folders (recursive), globs, @list.txt")
+    p.add_argument("--top-k", type=int, default=5, help="predictions per video (per window with --timeline: 3)")
     p.add_argument("--views", type=int, default=1, help="temporal clips averaged per video")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--threshold", type=float, default=None, metavar="P", help="label 'unknown' when the top < P")
+    p.add_argument("--json", action="store_true", help="print one JSON object per video (JSON lines)")
+    p.add_argument("--out", default=None, metavar="FILE.jsonl", help="write one JSON object per video to FILE")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per model call")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode in this process)")
     p.add_argument("--explain", default=None, metavar="DIR", help="write attention-map plots into DIR")
+    p.add_argument("--timeline", action="store_true", help="classify sliding windows of each video")
+    p.add_argument("--window", type=float, default=2.0, help="timeline window, seconds (default 2)")
+    p.add_argument("--stride", type=float, default=1.0, help="timeline stride, seconds (default 1)")
+    p.add_argument("--plot", default=None, metavar="PNG|DIR", help="timeline: class probabilities over time")
+    p.add_argument("--video-out", default=None, metavar="MP4|DIR", help="timeline: the video with its label drawn")
     p.add_argument("--device", default="auto")
+    p.add_argument("--runtime", default=None, help="backbone runtime: auto, torch, openvino, onnxruntime")
+    p.add_argument("--amp", default=None, choices=["auto", "bf16", "none"], help="autocast (default: the run's)")
+
+    p = sub.add_parser("check-videos", help="decode every video of a folder or dataset and report broken ones")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="video files, folders (recursive), globs, @list.txt")
+    p.add_argument("--config", default=None, help="check every video of a recipe's dataset instead")
+    _add_overrides(p, "override a config value, e.g. --set data.root=/data/UCF101")
+    p.add_argument("--output", default=None, metavar="invalid.txt", help="write the files that are not ok here")
+    p.add_argument("--json", action="store_true", help="print one JSON object per video (JSON lines)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode in this process)")
+
+    p = sub.add_parser("labels", help="write a model's label map (labels.txt or labels.json)")
+    p.add_argument("checkpoint", metavar="MODEL", help="RUN_DIR, a .safetensors checkpoint or an exported .onnx")
+    p.add_argument("out", help="labels.txt (one class per line) or labels.json ({name: id})")
 
     p = sub.add_parser("extract", help="build the feature caches of a recipe (sharded under torchrun)")
     _add_config_args(p)
@@ -127,30 +154,96 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from dymsta.engine.inference import predict_videos
+    from dymsta.engine.predict import Predictor, expand_inputs, predict_paths
 
-    preds = predict_videos(
-        args.checkpoint, args.videos, top_k=args.top_k, views=args.views, explain_dir=args.explain, device=args.device
+    paths = expand_inputs(args.videos)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, device=args.device, threshold=args.threshold, runtime=args.runtime, amp=args.amp
     )
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {"video": p.path, "top": [{"class": c, "prob": round(s, 6)} for c, s in p.top], "error": p.error}
-                    for p in preds
-                ],
-                indent=2,
-            )
-        )
+    show = sys.stderr.isatty() and not args.json
+    if args.timeline:
+        timeline = {"window": args.window, "stride": args.stride, "top_k": min(args.top_k, 3), "plot": args.plot}
+        timeline.update(video_out=args.video_out, batch_size=args.batch_size)
+        results = predict_paths(predictor, paths, out=args.out, timeline=timeline, show_progress=show)
     else:
-        for p in preds:
-            if p.error:
-                print(f"{p.path}: ERROR {p.error}", file=sys.stderr)
-                continue
-            print(p.path)
-            for name, prob in p.top:
-                print(f"  {prob:7.2%}  {name}")
-    return 1 if any(p.error for p in preds) else 0
+        options = {"top_k": args.top_k, "views": args.views, "batch_size": args.batch_size, "show_progress": show}
+        workers = args.workers if len(paths) > 1 else 0
+        results = predict_paths(predictor, paths, out=args.out, workers=workers, **options)
+    failed = 0
+    for r in results:
+        failed += r["error"] is not None
+        if args.json:
+            print(json.dumps(r), flush=True)
+        elif r["error"]:
+            print(f"ERROR {r['error']}", file=sys.stderr)
+        else:
+            print(_format_result(r, args.threshold))
+        if args.explain and not r["error"]:
+            predictor.explain(r["video"], args.explain)
+    if args.out:
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _format_result(r: dict, threshold: float | None) -> str:
+    """A prediction or a timeline as the lines ``dymsta predict`` prints."""
+    lines = [r["video"]]
+    if "segments" in r:
+        lines[0] += f"  ({r['duration_s']:.1f} s, {len(r['windows'])} windows)"
+        lines += [
+            f"  {s['segment'][0]:7.1f} - {s['segment'][1]:7.1f} s  {s['label']} ({s['score']:.2f})"
+            for s in r["segments"]
+        ]
+        lines += [f"  plot: {r['plot']}"] if "plot" in r else []
+        lines += [f"  video: {r['video_out']}"] if "video_out" in r else []
+        return "\n".join(lines)
+    lines += [f"  {p['score']:7.2%}  {p['label']}" for p in r["predictions"]]
+    if r["label"] == "unknown":
+        lines.append(f"  -> unknown (top probability below the threshold {threshold:g})")
+    return "\n".join(lines)
+
+
+def cmd_check_videos(args: argparse.Namespace) -> int:
+    from dymsta.config import load_config, recipe_path
+    from dymsta.data.check import check_videos, dataset_paths, summarize, write_invalid_list
+    from dymsta.engine.predict import expand_inputs
+
+    if args.config:
+        d = load_config(recipe_path(args.config), args.overrides).data
+        paths = dataset_paths(d.kind, d.root, split=d.split, annotations=d.annotations, label_map=d.label_map)
+    elif args.paths:
+        paths = expand_inputs(args.paths)
+    else:
+        raise ValueError("give video files or folders to check, or --config RECIPE (with --set data.root=...)")
+    results = []
+    for r in check_videos(paths, workers=args.workers, show_progress=sys.stderr.isatty() and not args.json):
+        results.append(r)
+        if args.json:
+            print(json.dumps(r), flush=True)
+        elif r["status"] != "ok" or r["notes"]:
+            note = f"  [{', '.join(r['notes'])}]" if r["notes"] else ""
+            print(f"{r['status']:<10} {r['error'] or r['video']}{note}")
+    counts = summarize(results)
+    notes = f"; {counts['rotated']} rotated, {counts['variable_frame_rate']} variable frame rate"
+    print(
+        f"checked {counts['total']} videos: {counts['ok']} ok, {counts['unreadable']} unreadable, "
+        f"{counts['empty']} empty, {counts['partial']} partial{notes}",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    if args.output:
+        n = write_invalid_list(args.output, results)
+        print(f"wrote {n} invalid file(s) to {args.output}", file=sys.stderr)
+    return 0 if counts["ok"] == counts["total"] else 1
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from dymsta.data.labels import write_label_map
+    from dymsta.engine.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu", runtime="torch")
+    write_label_map(args.out, predictor.class_names)
+    print(f"wrote {len(predictor.class_names)} classes to {args.out}")
+    return 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -164,19 +257,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from dymsta.engine.predict import export_checkpoint
 
-    from dymsta.engine.inference import resolve_checkpoint
-    from dymsta.models import load_model
-    from dymsta.models.export import check_onnx, example_inputs, export_onnx
-
-    ckpt, _ = resolve_checkpoint(args.checkpoint)
-    model, _ = load_model(ckpt)
-    model.eval()
-    out = export_onnx(model, args.out, num_frames=args.frames, size=args.size)
-    frames = args.frames or model.cfg.num_frames
-    size = args.size or model.input_size
-    diff = check_onnx(model, out, example_inputs(model, batch=2, num_frames=frames, size=size))
-    print(f"wrote {out}; onnxruntime vs PyTorch max |diff| = {diff:.2e}")
+    out, diff = export_checkpoint(args.checkpoint, args.out, frames=args.frames, size=args.size)
+    print(
+        f"wrote {out} (class names, preprocessing and temperature in its metadata); "
+        f"onnxruntime vs PyTorch max |diff| = {diff:.2e}"
+    )
     return 0
 
 
@@ -209,6 +296,8 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "predict": cmd_predict,
+    "check-videos": cmd_check_videos,
+    "labels": cmd_labels,
     "extract": cmd_extract,
     "export": cmd_export,
     "synth": cmd_synth,
@@ -237,6 +326,8 @@ def _is_user_error(e: Exception) -> bool:
     from dymsta.engine.checkpoint import CheckpointError
     from dymsta.engine.loops import NonFiniteLossError
     from dymsta.models import BackboneWeightsError
+    from dymsta.models.export import ExportError
+    from dymsta.models.factory import ModelFileError
 
     user = (
         ConfigError,
@@ -245,6 +336,8 @@ def _is_user_error(e: Exception) -> bool:
         CheckpointError,
         NonFiniteLossError,
         BackboneWeightsError,
+        ExportError,
+        ModelFileError,
         FileNotFoundError,
         FileExistsError,
         PermissionError,

@@ -66,6 +66,10 @@ class DataConfig:
     seed: int = 0  # seed of the validation split and of the cached augmentations
     modalities: tuple[str, ...] = ("rgb",)  # input streams: rgb, rgbdiff (frame differences), mv (codec motion)
     motion: MotionSettings = field(default_factory=MotionSettings)  # how rgbdiff and mv are made
+    # a truncated/corrupt file decoding less than this share of its header's frames is skipped (counted, logged);
+    # above it, its clips are sampled from the frames that decode, with a one-line warning
+    min_decoded_fraction: float = 0.5
+    label_map: str | None = None  # labels.txt / labels.json fixing class ids (folder, kinetics); None = sorted names
 
 
 @dataclass
@@ -135,6 +139,8 @@ class Config:
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key} must be > 0, got {value}")
+        if not 0.0 <= self.data.min_decoded_fraction <= 1.0:
+            raise ConfigError(f"data.min_decoded_fraction must be in [0, 1], got {self.data.min_decoded_fraction}")
         if not 0.0 <= self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
         if self.train.mixup < 0:

@@ -70,14 +70,16 @@ def progress(iterable: Iterable, *, enabled: bool = True, log_every: float = 30.
         return tqdm(iterable, disable=True, **kwargs)
     if sys.stderr.isatty():
         return tqdm(iterable, dynamic_ncols=True, **kwargs)
-    return _logged(iterable, desc=kwargs.get("desc", "progress"), unit=kwargs.get("unit", "it"), every=log_every)
+    total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
+    return _logged(
+        iterable, desc=kwargs.get("desc", "progress"), unit=kwargs.get("unit", "it"), every=log_every, total=total
+    )
 
 
-def _logged(iterable: Iterable, *, desc: str, unit: str, every: float) -> Iterator:
+def _logged(iterable: Iterable, *, desc: str, unit: str, every: float, total: int | None) -> Iterator:
     import time
 
     log = logging.getLogger("dymsta.progress")
-    total = len(iterable) if hasattr(iterable, "__len__") else None
     start = last = time.perf_counter()
     for i, item in enumerate(iterable, 1):
         yield item

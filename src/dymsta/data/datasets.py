@@ -15,7 +15,10 @@ from one decode of the file, with the same frames, crop and flip. Modes:
   crop, flip) seeded by ``(seed, video_id, v)``: the same on every run and machine (for the feature cache).
 
 A file that fails to decode is logged once, remembered, and its items return None; :func:`collate_clips` drops
-them and counts them in ``num_skipped``, so a long run goes on and reports the count. "Once" holds across the
+them and counts them in ``num_skipped``, so a long run goes on and reports the count. A *partial* file -- one whose
+decoding stops early (truncated, or corrupt after frame k), or whose stream holds fewer frames than its header
+claims -- is logged once as ``"<path>: decoded k of N frames ..."``; below ``min_decoded_fraction`` of its expected
+frames it is skipped like an undecodable one, otherwise its clips are sampled from the k frames that decode. "Once" holds across the
 DataLoader worker processes and the epochs (workers are forked afresh each epoch): the first process to fail on a
 file creates its marker in a folder private to the dataset (``O_EXCL``), and only that process logs it.
 Frames larger than ``resize`` on the short side are shrunk during colour conversion (decode-time resize).
@@ -23,6 +26,7 @@ Frames larger than ``resize`` on the short side are shrunk during colour convers
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +34,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +47,7 @@ from dymsta.data.decode import (
     DecodedClip,
     DecoderBackendError,
     VideoDecodeError,
+    is_partial,
     read_clip,
     read_frames,
     torchcodec_available,
@@ -58,11 +64,26 @@ from dymsta.data.sampling import (
 from dymsta.data.transforms import clip_to_tensor, eval_source_box, hflip, resize, resized_crop
 from dymsta.utils import get_logger
 
-__all__ = ["MODES", "VideoClipDataset", "collate_clips", "motion_windows"]
+__all__ = ["MODES", "DecodeReport", "VideoClipDataset", "collate_clips", "motion_windows"]
 
 log = get_logger(__name__)
 
 MODES = ("train", "eval", "augment")
+
+
+@dataclass(frozen=True)
+class DecodeReport:
+    """How the decode of one view went (:meth:`VideoClipDataset.load`).
+
+    Attributes:
+        frames_decoded: frames known to decode: the stream's count, or where its decoding stopped early.
+        frames_expected: what the file should hold (its header's count, or the stream's where that is more).
+        warning: ``"<path>: decoded k of N frames ..."`` for a partial file, else ``""``.
+    """
+
+    frames_decoded: int
+    frames_expected: int
+    warning: str = ""
 
 
 class VideoClipDataset(Dataset):
@@ -86,6 +107,10 @@ class VideoClipDataset(Dataset):
         modalities: the streams of every item (``rgb``, ``rgbdiff``, ``mv``).
         motion: how the motion streams are made.
         feature_grid: ``(h, w)`` of the backbone's feature grid at ``size`` (for ``mv`` as a histogram).
+        uint8: give image streams as uint8 frames ``(T, size, size, 3)``, not normalised, for the consumer to
+            convert (:func:`dymsta.data.transforms.frames_to_input`): a quarter of the bytes between processes.
+        min_decoded_fraction: a partial file (see the module docstring) that decodes less than this share of its
+            expected frames is skipped; 0 keeps every file that decodes at all (with its warning).
     """
 
     def __init__(
@@ -107,6 +132,8 @@ class VideoClipDataset(Dataset):
         modalities: Sequence[str] = ("rgb",),
         motion: M.MotionSettings | None = None,
         feature_grid: tuple[int, int] | None = None,
+        uint8: bool = False,
+        min_decoded_fraction: float = 0.5,
     ) -> None:
         _check_settings(num_frames=num_frames, size=size, mode=mode, views=views, crops=crops, backend=backend)
         self.modalities = M.check_modalities(modalities)
@@ -115,6 +142,10 @@ class VideoClipDataset(Dataset):
         if "mv" in self.modalities and self.motion.mv_encoding == "hist" and feature_grid is None:
             raise ValueError("mv as a histogram (data.motion.mv_encoding=hist) needs the backbone's feature_grid")
         self.feature_grid = feature_grid
+        self.uint8 = uint8
+        if not 0.0 <= min_decoded_fraction <= 1.0:
+            raise ValueError(f"data.min_decoded_fraction must be in [0, 1], got {min_decoded_fraction}")
+        self.min_decoded_fraction = min_decoded_fraction
         self.records = list(records)
         self.num_frames, self.size, self.mode = num_frames, size, mode
         self.views, self.crops, self.seed, self.backend = views, crops, seed, backend
@@ -128,6 +159,7 @@ class VideoClipDataset(Dataset):
         self.hflip = hflip
         self._bad = _BadFiles()
         self._motion_notes = _BadFiles()  # files whose mv stream came from the fallback: path -> "flow" | "none"
+        self._partial = _BadFiles()  # partial files used anyway: path -> "decoded k of N frames ..."
 
     def __len__(self) -> int:
         return len(self.records) * self.views
@@ -149,6 +181,12 @@ class VideoClipDataset(Dataset):
         return len(self.bad_files)
 
     @property
+    def partial_files(self) -> dict[str, str]:
+        """Partial files used anyway (at least ``min_decoded_fraction`` decodes): path -> their warning, so far,
+        in any process."""
+        return self._partial.all()
+
+    @property
     def motion_fallbacks(self) -> dict[str, str]:
         """Files whose ``mv`` stream did not come from codec vectors: path -> ``"flow"`` (optical flow) or
         ``"none"`` (zeros), so far, in any process."""
@@ -160,51 +198,95 @@ class VideoClipDataset(Dataset):
         if self._bad.get(record.path) is not None:
             return None
         try:
-            clip = self._clip(record, view)
+            clip, report = self.load(i)
         except VideoDecodeError as e:
             if self._bad.add(record.path, e.cause):
                 log.warning("skipping undecodable video %s", e)
             return None
+        if report.warning and self._partial.add(record.path, report.warning):
+            log.warning("%s", report.warning)
         return clip, record.label, record.video_id
 
-    # ------------------------------------------------------------------------------------------------ internals
+    def load(self, i: int) -> tuple[dict[str, torch.Tensor], DecodeReport]:
+        """Item ``i``'s streams and how its decode went, with nothing remembered or logged (``__getitem__`` does).
 
-    def _clip(self, record: VideoRecord, view: int) -> dict[str, torch.Tensor]:
-        """The streams of one view of one record (see the module docstring for their shapes)."""
+        Raises:
+            VideoDecodeError: the file cannot be decoded, or decodes less than ``min_decoded_fraction`` of it.
+        """
+        r, view = self.view_of(i)
+        return self.load_record(self.records[r], view)
+
+    def load_record(self, record: VideoRecord, view: int = 0) -> tuple[dict[str, torch.Tensor], DecodeReport]:
+        """View ``view`` of any ``record`` (in this dataset or not), as :meth:`load` gives it."""
         rng = self._view_rng(record, view)
-        indices = self._indices(record, view, rng)
-        if self.modalities == ("rgb",) and self.backend != "pyav":
-            frames = read_frames(record.path, indices, backend=self.backend, short_side=self.resize)
-            clip = DecodedClip(frames=frames)
-        else:
-            clip = self._decode(record, indices)
+        clip, report = self._decode_view(record, view, rng)
+        return self.clip_streams(clip, view, rng=rng, path=record.path), report
+
+    def clip_streams(
+        self, clip: DecodedClip, view: int = 0, *, rng: np.random.Generator | None = None, path: str = ""
+    ) -> dict[str, torch.Tensor]:
+        """The streams of a decoded clip: its frames cropped and flipped as view ``view`` of this dataset's mode
+        (``rng`` for the random draws of augment views), motion streams made, normalised unless ``uint8``."""
         box, flip = self._box_and_flip(clip.frames.shape[1], clip.frames.shape[2], view, rng)
         if "mv" in self.modalities and clip.motion_source != "codec":
-            if self._motion_notes.add(record.path, clip.motion_source) and clip.motion_source == "none":
-                log.warning("%s: no motion vectors and no optical-flow fallback; its mv stream is zeros", record.path)
+            if self._motion_notes.add(path, clip.motion_source) and clip.motion_source == "none":
+                log.warning("%s: no motion vectors and no optical-flow fallback; its mv stream is zeros", path)
         out: dict[str, torch.Tensor] = {}
         for name in self.modalities:
             if name == "mv" and self.motion.mv_encoding == "hist":
                 out[name] = self._motion_histogram(clip, box, flip)
             else:
-                frames = self._stream_frames(name, clip, box, flip)
-                out[name] = clip_to_tensor(frames, mean=self.mean, std=self.std)
+                frames = self._stream_frames(name, clip, box, flip)  # (T, size, size, 3) uint8
+                out[name] = frames.contiguous() if self.uint8 else clip_to_tensor(frames, mean=self.mean, std=self.std)
         return out
 
-    def _decode(self, record: VideoRecord, indices: np.ndarray) -> DecodedClip:
-        """One pass over the file for every stream: frames, the frames after them, motion-vector fields."""
+    # ------------------------------------------------------------------------------------------------ internals
+
+    def _decode_view(
+        self, record: VideoRecord, view: int, rng: np.random.Generator | None
+    ) -> tuple[DecodedClip, DecodeReport]:
+        """Decode one view; a partial file is sampled again over the frames that decode (or refused)."""
+        clip = self._decode(record, self._indices(record, view, rng))
+        expected = record.expected_frames
+        available = clip.num_decoded if clip.ended_early else record.num_frames
+        if not is_partial(available, expected):
+            return clip, DecodeReport(available, expected)
+        why = f"truncated or corrupt: {clip.error}" if clip.error else "truncated or corrupt"
+        if available < self.min_decoded_fraction * expected:
+            raise VideoDecodeError(
+                record.path,
+                f"decoded {available} of {expected} frames ({why}); below data.min_decoded_fraction="
+                f"{self.min_decoded_fraction:g}",
+            )
+        if clip.ended_early:  # the positions past the end hold its last frame: sample the part that decodes
+            record = dataclasses.replace(record, num_frames=available)
+            clip = self._decode(record, self._indices(record, view, rng))
+        warning = f"{record.path}: decoded {available} of {expected} frames ({why}); using those"
+        return clip, DecodeReport(available, expected, warning)
+
+    def decode_settings(self, record: VideoRecord, indices: np.ndarray) -> tuple[int, list[tuple[int, int]] | None]:
+        """``(following, motion_windows)`` that this dataset's streams need around ``indices`` of ``record``."""
         m = self.motion
         following = m.next_frames if "rgbdiff" in self.modalities else 0
         windows = None
         if "mv" in self.modalities:
             windows = motion_windows(indices, record.num_frames, self.num_frames, window=m.mv_window)
+        return following, windows
+
+    def _decode(self, record: VideoRecord, indices: np.ndarray) -> DecodedClip:
+        """One pass over the file for every stream: frames, the frames after them, motion-vector fields."""
+        if self.modalities == ("rgb",) and self.backend != "pyav":
+            frames = read_frames(record.path, indices, backend=self.backend, short_side=self.resize)
+            return DecodedClip(frames=frames, num_decoded=record.num_frames)
+        following, windows = self.decode_settings(record, indices)
         return read_clip(
             record.path,
             indices,
             short_side=self.resize,
             following=following,
             motion_windows=windows,
-            motion_fallback=m.mv_fallback,
+            motion_fallback=self.motion.mv_fallback,
+            strict=False,
         )
 
     def _stream_frames(self, name: str, clip: DecodedClip, box: CropBox, flip: bool) -> torch.Tensor:

@@ -17,9 +17,11 @@ comes out upright, with height and width swapped for 90/270 degrees.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,14 @@ __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "probe_video",
+    "ClipRequest",
     "DecodedClip",
+    "FrameScan",
+    "is_partial",
+    "iter_frames",
     "read_clip",
+    "scan_frames",
+    "stream_clips",
     "read_frames",
     "torchcodec_available",
 ]
@@ -85,6 +93,9 @@ class VideoInfo:
         width: displayed width in pixels, after rotation.
         height: displayed height in pixels, after rotation.
         rotation: clockwise rotation in degrees (0, 90, 180 or 270) applied to the coded frames for display.
+        header_frames: the frame count the container's header states (mp4/mov sample table, AVI header; 0 when it
+            states none, as in mkv/webm). More than ``num_frames`` when the file lost its end: a UCF101 AVI cut to
+            its first 30 kB keeps a header of 130 frames and 2 packets.
     """
 
     path: str
@@ -93,6 +104,12 @@ class VideoInfo:
     width: int
     height: int
     rotation: int
+    header_frames: int = 0
+
+    @property
+    def expected_frames(self) -> int:
+        """What the file should hold: the header's count, or the stream's where the header says less."""
+        return max(self.num_frames, self.header_frames)
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -109,6 +126,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path)
         trusted = _trusted_frame_count(container, stream)
+        header = _header_frame_count(stream)
         first, packets = _first_frame_and_packets(container, stream, path, count=trusted is None)
     num_frames = trusted if trusted is not None else packets
     if num_frames <= 0:
@@ -116,7 +134,15 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     rotation = _clockwise_rotation(first)
     width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
     fps = _frame_rate(container, stream, num_frames)
-    return VideoInfo(path=str(path), num_frames=num_frames, fps=fps, width=width, height=height, rotation=rotation)
+    return VideoInfo(
+        path=str(path),
+        num_frames=num_frames,
+        fps=fps,
+        width=width,
+        height=height,
+        rotation=rotation,
+        header_frames=header,
+    )
 
 
 def read_frames(
@@ -215,6 +241,18 @@ def _trusted_frame_count(container: av.container.InputContainer, stream: av.vide
     return n
 
 
+def _header_frame_count(stream: av.video.stream.VideoStream) -> int:
+    """The frame count the container states for the stream (mp4/mov sample table, AVI header); 0 when it states
+    none (mkv, webm). Duration x frame rate is no substitute: it over-counts variable frame rate video."""
+    return int(stream.frames or 0)
+
+
+def is_partial(decoded: int, expected: int) -> bool:
+    """Whether ``decoded`` frames fall short of ``expected`` by more than header rounding: more than
+    ``max(2, 5%)`` frames (the slack :func:`probe_video` allows between a header and its stream)."""
+    return expected - decoded > max(2.0, 0.05 * expected)
+
+
 def _first_frame_and_packets(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | os.PathLike, *, count: bool
 ) -> tuple[av.VideoFrame, int]:
@@ -291,7 +329,7 @@ def _read_pyav(path: str | os.PathLike, indices: list[int], short_side: int | No
 
 @dataclass
 class DecodedClip:
-    """What one pass of :func:`read_clip` over a file gives.
+    """What one pass of :func:`read_clip` (or one request of :func:`stream_clips`) over a file gives.
 
     Attributes:
         frames: uint8 ``(T, H, W, 3)`` RGB at the requested indices (rotation applied, maybe shrunk).
@@ -302,7 +340,11 @@ class DecodedClip:
         flow_cell: pixels of ``frames`` per flow-field cell.
         motion_source: ``"codec"`` (motion vectors), ``"flow"`` (optical-flow fallback), ``"none"`` (no motion
             available: zeros) or ``""`` (not asked for).
-        num_decoded: frames decoded before the pass stopped (it stops at the last frame it needs).
+        num_decoded: frames decoded before the pass stopped: it stops at the last frame it needs (with
+            ``to_end``, at the end of the stream), or earlier where the stream ends or fails.
+        ended_early: the stream ended, or failed, before the last frame the pass needed: requested positions past
+            ``num_decoded - 1`` hold the last decodable frame.
+        error: FFmpeg's message when decoding failed mid-stream (``strict=False``); ``""`` otherwise.
     """
 
     frames: np.ndarray
@@ -311,6 +353,23 @@ class DecodedClip:
     flow_cell: float = 1.0
     motion_source: str = ""
     num_decoded: int = 0
+    ended_early: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    """One clip for :func:`stream_clips`: the arguments of :func:`read_clip` that differ between clips.
+
+    Attributes:
+        indices: frame positions (presentation order, >= 0), any order, duplicates allowed.
+        following: frames after each requested one to convert too (RGB differences).
+        motion_windows: per requested position, the ``[start, stop)`` frames whose motion vectors make its flow.
+    """
+
+    indices: tuple[int, ...]
+    following: int = 0
+    motion_windows: tuple[tuple[int, int], ...] | None = None
 
 
 def read_clip(
@@ -321,6 +380,8 @@ def read_clip(
     following: int = 0,
     motion_windows: Sequence[tuple[int, int]] | None = None,
     motion_fallback: str = "flow",
+    strict: bool = True,
+    to_end: bool = False,
 ) -> DecodedClip:
     """Decode, in one pass over the file (PyAV), the frames at ``indices`` and what motion streams need.
 
@@ -333,51 +394,186 @@ def read_clip(
             make its flow fields (see :mod:`dymsta.data.motion`). A window holding no frame with vectors (a key
             frame) takes the next frame that has them, up to 8 frames on. Codecs that export no vectors get
             ``motion_fallback``: ``"flow"`` (OpenCV DIS optical flow from each frame to the next) or ``"zeros"``.
+        strict: raise when decoding fails mid-stream; with ``strict=False`` the frames decoded before the failure
+            are kept (``ended_early`` and ``error`` say so), and only a file with no decodable frame raises.
+        to_end: keep decoding (without colour conversion) to the end of the stream, so that ``num_decoded`` is
+            the stream's real frame count.
 
     Raises:
         VideoDecodeError: the file cannot be opened or decoded (one line, naming the file and the cause).
         ValueError: a negative index.
     """
-    from dymsta.data.motion import MOTION_VECTOR_CODECS
-
     idx = [int(i) for i in indices]
     if any(i < 0 for i in idx):
         raise ValueError(f"{path}: frame indices must be >= 0, got {min(idx)}")
+    if not idx:
+        _check_file(path)
+        with _open(path) as container:
+            return DecodedClip(frames=_empty_like_stream(_video_stream(container, path), short_side))
+    request = ClipRequest(tuple(idx), following, None if motion_windows is None else tuple(motion_windows))
+    clips = _stream(path, [request], short_side, motion_fallback, strict=strict, to_end=to_end, from_start=True)
+    return next(clips)
+
+
+def stream_clips(
+    path: str | os.PathLike,
+    requests: Iterable[ClipRequest],
+    *,
+    short_side: int | None = None,
+    motion_fallback: str = "flow",
+    strict: bool = True,
+) -> Iterator[DecodedClip]:
+    """Decode many clips of one file in a single pass, holding only the frames of the clips not yet complete.
+
+    Yields, in request order, what :func:`read_clip` gives for each request with the same settings. Requests must
+    come in non-decreasing order of their first frame (sliding windows do), and either all ask for motion
+    windows or none does. ``requests`` is consumed lazily, so a generator of windows over a long video keeps
+    memory flat: a frame is converted once, shared by every pending clip that wants it, and dropped with them.
+    Where the stream ends (or, with ``strict=False``, fails) early, the clips it reached are finished with the
+    last decodable frame (``ended_early``) and the clips wholly past the end are not yielded.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened, holds no decodable frame, or (``strict``) fails mid-stream.
+        ValueError: a negative index, or requests out of order.
+    """
+    return _stream(path, requests, short_side, motion_fallback, strict=strict, to_end=False, from_start=False)
+
+
+def _stream(
+    path: str | os.PathLike,
+    requests: Iterable[ClipRequest],
+    short_side: int | None,
+    motion_fallback: str,
+    *,
+    strict: bool,
+    to_end: bool,
+    from_start: bool,
+) -> Iterator[DecodedClip]:
+    """:func:`stream_clips`; ``from_start``: clips start at frame 0, so even one wholly past the end is yielded
+    (with the last decodable frame), as :func:`read_clip` promises; ``to_end``: decode to the end of the stream
+    and hold every clip until then, so that each reports the stream's real frame count (one clip, read_clip)."""
+    from dymsta.data.motion import MOTION_VECTOR_CODECS
+
+    pending_requests = iter(requests)
+    first = next(pending_requests, None)
+    if first is None:
+        return
     _check_file(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        if not idx:
-            return DecodedClip(frames=_empty_like_stream(stream, short_side))
-        use_vectors = motion_windows is not None and stream.codec_context.name in MOTION_VECTOR_CODECS
+        use_vectors = first.motion_windows is not None and stream.codec_context.name in MOTION_VECTOR_CODECS
         if use_vectors:
             stream.codec_context.options = {"flags2": "+export_mvs"}
-        if motion_windows is not None and not use_vectors and motion_fallback == "flow":
-            following = max(following, 1)  # the optical-flow fallback needs each frame's successor
-        plan = _DecodePlan(idx, following, motion_windows if use_vectors else None)
         convert = _RGBConverter(short_side)
-        try:
-            plan.run(container.decode(stream), convert)
-        except av.error.FFmpegError as e:
-            raise VideoDecodeError(path, f"decoding failed after frame {plan.current} ({_ffmpeg_message(e)})") from None
-    if plan.last_frame is None:
-        raise VideoDecodeError(path, "zero decodable frames")
+
+        def plan_of(r: ClipRequest) -> _DecodePlan:
+            idx = [int(i) for i in r.indices]
+            if not idx or min(idx) < 0:
+                raise ValueError(f"{path}: every clip needs frame indices >= 0, got {list(r.indices)[:8]}")
+            if (r.motion_windows is not None) != (first.motion_windows is not None):
+                raise ValueError(f"{path}: either every clip asks for motion windows or none does")
+            following = r.following
+            if r.motion_windows is not None and not use_vectors and motion_fallback == "flow":
+                following = max(following, 1)  # the optical-flow fallback needs each frame's successor
+            plan = _DecodePlan(idx, following, r.motion_windows if use_vectors else None, r.motion_windows)
+            if from_start:
+                plan.first = 0
+            return plan
+
+        failure: list[str] = []  # FFmpeg's message where decoding failed mid-stream (strict=False)
+
+        def decoded_frames() -> Iterator[tuple[int, av.VideoFrame]]:
+            i = -1
+            try:
+                for frame in container.decode(stream):
+                    i += 1
+                    yield i, frame
+            except av.error.FFmpegError as e:
+                if strict or i < 0:
+                    raise VideoDecodeError(path, f"decoding failed after frame {i} ({_ffmpeg_message(e)})") from None
+                failure.append(_ffmpeg_message(e))
+
+        upcoming: _DecodePlan | None = plan_of(first)
+        active: deque[_DecodePlan] = deque()  # started and not yet yielded, in request order
+        started_at, decoded = 0, 0
+        for index, frame in decoded_frames():
+            decoded = index + 1
+            while upcoming is not None and upcoming.first <= index:
+                if upcoming.first < started_at:
+                    raise ValueError(f"{path}: clips must come in order of their first frame")
+                started_at = upcoming.first
+                active.append(upcoming)
+                nxt = next(pending_requests, None)
+                upcoming = plan_of(nxt) if nxt is not None else None
+            if active:
+                shared = _Frame(frame, convert)
+                for plan in active:
+                    if not plan.done:
+                        plan.feed(index, shared)
+                while active and active[0].done and not to_end:
+                    yield _finish(active.popleft(), convert, decoded, use_vectors, motion_fallback)
+            if not active and upcoming is None and not to_end:
+                break
+        if decoded == 0:
+            raise VideoDecodeError(path, "zero decodable frames")
+        for plan in active:  # every clip the stream reached; those it ended before hold its last frame
+            clip = _finish(plan, convert, decoded, use_vectors, motion_fallback)
+            clip.error = failure[0] if failure and clip.ended_early else ""
+            yield clip
+
+
+def _finish(plan: _DecodePlan, convert: _RGBConverter, decoded: int, use_vectors: bool, fallback: str) -> DecodedClip:
     clip = plan.result(convert)
-    if motion_windows is not None:
-        _attach_motion(clip, plan, use_vectors=use_vectors, fallback=motion_fallback)
+    clip.num_decoded = decoded
+    if plan.motion_requested is not None:
+        _attach_motion(clip, plan, use_vectors=use_vectors, fallback=fallback)
     return clip
 
 
+class _Frame:
+    """One decoded frame, converted to RGB and read for motion vectors at most once however many clips want it."""
+
+    def __init__(self, frame: av.VideoFrame, convert: _RGBConverter) -> None:
+        self.frame, self.convert = frame, convert
+        self._rgb: np.ndarray | None = None
+        self._vectors: tuple[np.ndarray | None] | None = None
+
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = self.convert(self.frame)
+        return self._rgb
+
+    def vectors(self) -> np.ndarray | None:
+        """The frame's motion vectors rasterised to a ``(2, h, w)`` field of coded pixels, or None."""
+        from dymsta.data.motion import rasterize_vectors
+
+        if self._vectors is None:
+            side = self.frame.side_data.get("MOTION_VECTORS")
+            field = None if side is None else rasterize_vectors(side.to_ndarray(), self.frame.height, self.frame.width)
+            self._vectors = (field,)
+        return self._vectors[0]
+
+
 class _DecodePlan:
-    """Which decoded frames to convert to RGB or read vectors from, and where they go; filled by :meth:`run`."""
+    """Which decoded frames one clip converts to RGB or reads vectors from, and where they go; fed by
+    :func:`stream_clips` one frame at a time."""
 
     LOOKAHEAD = 8  # frames past a vector-less window searched for the next frame with vectors
 
-    def __init__(self, indices: list[int], following: int, windows: Sequence[tuple[int, int]] | None) -> None:
+    def __init__(
+        self,
+        indices: list[int],
+        following: int,
+        windows: Sequence[tuple[int, int]] | None,
+        motion_requested: Sequence[tuple[int, int]] | None,
+    ) -> None:
         self.indices, self.following, self.windows = indices, following, windows
+        self.motion_requested = motion_requested
         self.rgb_wanted = {i + k for i in indices for k in range(following + 1)}
         self.vector_frames: set[int] = set()
         if windows is not None:
             self.vector_frames = {f for a, b in windows for f in range(a, max(b, a + 1))}
+        self.first = min(min(self.rgb_wanted), min(self.vector_frames, default=1 << 62))
         self.stop = max(max(self.rgb_wanted), max(self.vector_frames, default=-1))
         self.rgb: dict[int, np.ndarray] = {}
         self.vectors: dict[int, np.ndarray] = {}  # frame -> (2, h, w) field in coded pixels
@@ -385,6 +581,10 @@ class _DecodePlan:
         self.rotation = 0
         self.current, self.last_frame = -1, None
         self._last_rgb: np.ndarray | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.current >= self.stop
 
     def _extend_for_key_frames(self) -> None:
         """Windows that ended without vectors look further ahead (a key frame has none)."""
@@ -395,23 +595,22 @@ class _DecodePlan:
                     self.vector_frames.add(self.current + 1)
                     self.stop = max(self.stop, self.current + 1)
 
-    def run(self, frames: Any, convert: _RGBConverter) -> None:
-        from dymsta.data.motion import rasterize_vectors
-
-        for frame in frames:
-            self.current += 1
-            self.last_frame = frame
-            if self.current in self.rgb_wanted:
-                self.rgb[self.current] = convert(frame)
-            if self.current in self.vector_frames:
-                side = frame.side_data.get("MOTION_VECTORS")
-                if side is not None:
-                    self.coded_size, self.rotation = (frame.height, frame.width), _clockwise_rotation(frame)
-                    self.vectors[self.current] = rasterize_vectors(side.to_ndarray(), frame.height, frame.width)
-                elif self.windows is not None:
-                    self._extend_for_key_frames()
-            if self.current >= self.stop:
-                break
+    def feed(self, index: int, decoded: _Frame) -> None:
+        """Take frame ``index`` of the stream (frames come in order, from the plan's first on)."""
+        self.current = index
+        self.last_frame = decoded.frame
+        if index in self.rgb_wanted:
+            self.rgb[index] = decoded.rgb()
+        if index in self.vector_frames:
+            field = decoded.vectors()
+            if field is not None:
+                self.coded_size, self.rotation = (
+                    (decoded.frame.height, decoded.frame.width),
+                    _clockwise_rotation(decoded.frame),
+                )
+                self.vectors[index] = field
+            elif self.windows is not None:
+                self._extend_for_key_frames()
 
     def frame_at(self, i: int, convert: _RGBConverter) -> np.ndarray:
         """RGB of frame ``i``, or of the last decodable frame when the stream ends before ``i``."""
@@ -428,9 +627,64 @@ class _DecodePlan:
             following = np.stack(
                 [np.stack([self.frame_at(i + k, convert) for k in range(1, self.following + 1)]) for i in self.indices]
             )  # (T, K, H, W, 3)
-        if self.stop > self.current:
+        ended_early = self.stop > self.current
+        if ended_early:
             log.debug("frames up to %d requested, the stream ends at %d", self.stop, self.current)
-        return DecodedClip(frames=frames, following=following, num_decoded=self.current + 1)
+        return DecodedClip(frames=frames, following=following, num_decoded=self.current + 1, ended_early=ended_early)
+
+
+@dataclass(frozen=True)
+class FrameScan:
+    """What decoding a whole file gives (:func:`scan_frames`).
+
+    Attributes:
+        num_decoded: frames the decoder output before the stream ended or failed.
+        timestamps: float64 ``(num_decoded,)`` presentation times in seconds (NaN where a frame has none).
+        error: FFmpeg's message where decoding failed mid-stream; ``""`` when the stream ended normally.
+    """
+
+    num_decoded: int
+    timestamps: np.ndarray
+    error: str = ""
+
+
+def scan_frames(path: str | os.PathLike) -> FrameScan:
+    """Decode every frame of the video stream, without colour conversion: how many decode, and when they show.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened, has no video stream, or fails before its first frame.
+    """
+    _check_file(path)
+    times: list[float] = []
+    error = ""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        try:
+            for frame in container.decode(stream):
+                times.append(float(frame.time) if frame.time is not None else math.nan)
+        except av.error.FFmpegError as e:
+            if not times:
+                raise VideoDecodeError(path, f"decoding failed near the start ({_ffmpeg_message(e)})") from None
+            error = _ffmpeg_message(e)
+    return FrameScan(num_decoded=len(times), timestamps=np.asarray(times, dtype=np.float64), error=error)
+
+
+def iter_frames(path: str | os.PathLike, *, short_side: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """Every frame of the video as ``(time in seconds, uint8 (H, W, 3) RGB)``, rotation applied, maybe shrunk
+    (``short_side``), one at a time; stops quietly where decoding fails after the first frame."""
+    _check_file(path)
+    convert = _RGBConverter(short_side)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        index = -1
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                yield (float(frame.time) if frame.time is not None else index / fps), convert(frame)
+        except av.error.FFmpegError as e:
+            if index < 0:
+                raise VideoDecodeError(path, f"decoding failed near the start ({_ffmpeg_message(e)})") from None
 
 
 def _attach_motion(clip: DecodedClip, plan: _DecodePlan, *, use_vectors: bool, fallback: str) -> None:

@@ -46,6 +46,8 @@ class VideoRecord:
             Kinetics youtube_id, folder datasets: see :mod:`dymsta.data.splits`).
         num_frames: frames in the video (from the index).
         fps: average frame rate.
+        header_frames: the frame count the container's header claims (0 = unknown); more than ``num_frames``
+            when the file lost its end (see :class:`dymsta.data.decode.VideoInfo`).
     """
 
     path: str
@@ -54,6 +56,12 @@ class VideoRecord:
     group: str
     num_frames: int
     fps: float
+    header_frames: int = 0
+
+    @property
+    def expected_frames(self) -> int:
+        """The frames the file should hold: the header's count, or the stream's where the header says less."""
+        return max(self.num_frames, self.header_frames)
 
 
 def default_workers() -> int:

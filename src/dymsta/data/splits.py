@@ -51,6 +51,7 @@ __all__ = [
     "SplitEntry",
     "SplitLists",
     "carve_validation",
+    "check_root",
     "folder_group",
     "hmdb51_group",
     "list_dataset",
@@ -128,6 +129,7 @@ def load_splits(
     workers: int = 0,
     max_videos_per_class: int | None = None,
     test_fraction: float = 0.2,
+    label_map: str | os.PathLike | None = None,
 ) -> DatasetSplits:
     """Read a dataset's split lists, index its videos (probing each once, cached), and carve validation.
 
@@ -143,12 +145,25 @@ def load_splits(
         max_videos_per_class: keep at most this many videos per class and side, taken round-robin over groups
             (for quick experiments).
         test_fraction: ``folder`` datasets without ``test/``: share of each class used as test (by groups).
+        label_map: ``labels.txt`` / ``labels.json`` (:mod:`dymsta.data.labels`) fixing the class names and ids of a
+            ``folder`` or ``kinetics`` dataset (default: sorted names); every class found must be in it.
 
     Raises:
-        DatasetError: unknown kind, missing root/split files, malformed lines, or no usable training video.
+        DatasetError: unknown kind, unset or missing root, missing split files, malformed lines, a class outside
+            the label map, or no usable training video.
     """
     if kind not in KINDS:
         raise DatasetError(f"data.kind={kind!r} is not one of {', '.join(KINDS)}")
+    check_root(root, kind)
+    class_names = None
+    if label_map is not None:
+        from dymsta.data.labels import read_label_map
+
+        if kind not in ("folder", "kinetics"):
+            raise DatasetError(
+                f"data.label_map applies to kind=folder or kinetics; {kind} takes its class ids from its split files"
+            )
+        class_names = read_label_map(label_map)
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data.root={str(root)!r}: dataset folder not found")
@@ -156,7 +171,9 @@ def load_splits(
         raise DatasetError(f"data.val_fraction={val_fraction} must be in [0, 1)")
     if max_videos_per_class is not None and max_videos_per_class < 1:
         raise DatasetError(f"data.max_videos_per_class={max_videos_per_class} must be >= 1 (or None)")
-    lists = list_dataset(kind, root, split=split, annotations=annotations, test_fraction=test_fraction)
+    lists = list_dataset(
+        kind, root, split=split, annotations=annotations, test_fraction=test_fraction, class_names=class_names
+    )
     if max_videos_per_class is not None:
         lists = _cap_per_class(lists, max_videos_per_class)
     all_entries = lists.train + lists.test + (lists.val or [])
@@ -192,18 +209,49 @@ def list_dataset(
     split: int = 1,
     annotations: str | os.PathLike | None = None,
     test_fraction: float = 0.2,
+    class_names: Sequence[str] | None = None,
 ) -> SplitLists:
-    """The split lists of a dataset resolved to file paths, without probing any video."""
+    """The split lists of a dataset resolved to file paths, without probing any video.
+
+    ``class_names`` (a label map; ``folder`` and ``kinetics``) fixes the class ids instead of sorted names.
+    """
+    check_root(root, kind)
     root = Path(root)
     if kind == "ucf101":
         return _ucf101_lists(root, split, annotations)
     if kind == "hmdb51":
         return _hmdb51_lists(root, split, annotations)
     if kind == "kinetics":
-        return _kinetics_lists(root, annotations)
+        return _kinetics_lists(root, annotations, class_names)
     if kind == "folder":
-        return _folder_lists(root, test_fraction)
+        return _folder_lists(root, test_fraction, class_names)
     raise DatasetError(f"data.kind={kind!r} is not one of {', '.join(KINDS)}")
+
+
+def check_root(root: str | os.PathLike | None, kind: str) -> None:
+    """Stop a recipe whose dataset is not set, before anything is scanned: an empty ``data.root`` would otherwise
+    mean the current folder, and a folder dataset would train on whatever videos lie below it."""
+    if root is None or not str(root).strip():
+        raise DatasetError(
+            f"data.root is not set: the {kind} recipe needs its dataset folder (--set data.root=/path/to/dataset)"
+        )
+
+
+def _fixed_classes(found: Iterable[str], class_names: Sequence[str] | None, where: str) -> list[str]:
+    """Sorted ``found`` names, or the label map's ``class_names`` after checking that it holds every one found."""
+    found = sorted(set(found))
+    if class_names is None:
+        return found
+    unknown = [c for c in found if c not in set(class_names)]
+    if unknown:
+        raise DatasetError(
+            f"{where}: class {unknown[0]!r} is not in data.label_map ({len(unknown)} unknown of {len(found)}; "
+            f"the map has {len(class_names)} classes)"
+        )
+    unused = len(class_names) - len(found)
+    if unused:
+        log.info("%s: %d of the label map's %d classes have no videos", where, unused, len(class_names))
+    return list(class_names)
 
 
 def _records(entries: Iterable[SplitEntry], infos: dict[str, VideoInfo]) -> list[VideoRecord]:
@@ -219,6 +267,7 @@ def _records(entries: Iterable[SplitEntry], infos: dict[str, VideoInfo]) -> list
                     group=e.group,
                     num_frames=info.num_frames,
                     fps=info.fps,
+                    header_frames=info.header_frames,
                 )
             )
     return out
@@ -499,7 +548,9 @@ def read_kinetics_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     return rows
 
 
-def _kinetics_lists(root: Path, annotations: str | os.PathLike | None) -> SplitLists:
+def _kinetics_lists(
+    root: Path, annotations: str | os.PathLike | None, label_map: Sequence[str] | None = None
+) -> SplitLists:
     if annotations is not None:
         ann = Path(annotations)
     else:
@@ -507,7 +558,7 @@ def _kinetics_lists(root: Path, annotations: str | os.PathLike | None) -> SplitL
     rows = [r for r in read_kinetics_csv(ann) if r["label"]]
     if not rows:
         raise DatasetError(f"{ann}: no labelled rows in the Kinetics CSV")
-    class_names = sorted({r["label"] for r in rows})
+    class_names = _fixed_classes((r["label"] for r in rows), label_map, str(ann))
     index = {name: i for i, name in enumerate(class_names)}
     files = _video_files_by_stem(root)
     sides: dict[str, list[SplitEntry]] = {"train": [], "val": [], "test": []}
@@ -552,10 +603,10 @@ def folder_group(class_name: str, relpath: str) -> str:
     return f"{class_name}/{prefix or stem}"
 
 
-def _folder_lists(root: Path, test_fraction: float) -> SplitLists:
+def _folder_lists(root: Path, test_fraction: float, label_map: Sequence[str] | None = None) -> SplitLists:
     if (root / "train").is_dir() and (root / "test").is_dir():
         sides = {s: _scan_class_tree(root / s) for s in ("train", "val", "test") if (root / s).is_dir()}
-        class_names = sorted(set().union(*(set(v) for v in sides.values())))
+        class_names = _fixed_classes(set().union(*(set(v) for v in sides.values())), label_map, str(root))
         mk = _folder_entries(root, class_names)
         return SplitLists(
             class_names,
@@ -566,7 +617,7 @@ def _folder_lists(root: Path, test_fraction: float) -> SplitLists:
     if not 0.0 < test_fraction < 1.0:
         raise DatasetError(f"test_fraction={test_fraction} must be in (0, 1)")
     tree = _scan_class_tree(root)
-    class_names = sorted(tree)
+    class_names = _fixed_classes(tree, label_map, str(root))
     entries = _folder_entries(root, class_names)(tree, "")
     train, test = _hash_split_per_class(entries, test_fraction)
     return SplitLists(class_names, train, test, None)

@@ -38,7 +38,7 @@ def _ensure_synthetic(root: Path) -> None:
 
 def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     """Run the demo into ``out`` (``data/``, ``cache/``, ``run/``); returns the training summary."""
-    from dymsta.engine.inference import predict_videos
+    from dymsta.engine.predict import Predictor
     from dymsta.engine.train import train
 
     t0 = time.time()
@@ -52,7 +52,9 @@ def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     summary = train(cfg, run_dir)
     test_list = (data_root / "ucfTrainTestlist" / "testlist01.txt").read_text().split()
     clip = data_root / "UCF-101" / test_list[0]
-    pred = predict_videos(run_dir, [clip], top_k=5, explain_dir=run_dir / "plots")[0]
+    predictor = Predictor.from_checkpoint(run_dir)
+    pred = next(predictor.predict_files([clip], top_k=5, workers=0))
+    predictor.explain(clip, run_dir / "plots")
     total = time.time() - t0
     t = summary.get("test", {})
     print(f"\n== dymsta demo finished in {total / 60:.1f} min (synthetic data {t_synth:.0f} s) ==")
@@ -63,7 +65,7 @@ def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     )
     print(f"report: {run_dir / 'report.md'}   plots: {run_dir / 'plots'}")
     print(f"predict {clip.name}:")
-    for name, prob in pred.top:
-        print(f"  {prob:7.2%}  {name}")
+    for p in pred["predictions"]:
+        print(f"  {p['score']:7.2%}  {p['label']}")
     summary["demo_seconds"] = round(total, 1)
     return summary

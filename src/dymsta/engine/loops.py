@@ -195,16 +195,18 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     desc: str = "eval",
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Predict every item of ``loader`` (this rank's shard), then gather all ranks' results on every rank.
 
     Returns:
-        ``{"loss", "acc"}`` at clip level (cross-entropy without smoothing), plus ``probs`` (N, K) float64,
-        ``labels`` (N,), ``video_ids`` (N,) for video-level aggregation, and ``skipped`` (clips not decodable).
+        ``{"loss", "acc"}`` at clip level (cross-entropy without smoothing), plus ``probs`` (N, K) float64
+        (``softmax(logits / temperature)``), the raw ``logits`` (N, K) float64, ``labels`` (N,), ``video_ids``
+        (N,) for video-level aggregation, and ``skipped`` (clips not decodable).
     """
     net.eval()
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    probs, labels, ids, skipped = [], [], [], 0
+    probs, logit_rows, labels, ids, skipped = [], [], [], [], 0
     for raw in progress(loader, desc=desc, enabled=D.is_main(), leave=False):
         batch = as_batch(raw)
         if batch is None:
@@ -212,19 +214,22 @@ def evaluate(
         skipped += batch["num_skipped"]
         with autocast:
             logits = net(to_device(batch["inputs"], device))
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
+        probs.append(torch.softmax(logits.float() / temperature, dim=1).cpu().double().numpy())
+        logit_rows.append(logits.float().cpu().double().numpy())
         labels.append(batch["label"].numpy())
         ids.extend(batch["video_id"])
-    parts = D.all_gather_objects((probs, labels, ids, skipped))
+    parts = D.all_gather_objects((probs, logit_rows, labels, ids, skipped))
     probs = [p for part in parts for p in part[0]]
-    labels = [a for part in parts for a in part[1]]
-    ids = [i for part in parts for i in part[2]]
-    skipped = sum(part[3] for part in parts)
+    logit_rows = [z for part in parts for z in part[1]]
+    labels = [a for part in parts for a in part[2]]
+    ids = [i for part in parts for i in part[3]]
+    skipped = sum(part[4] for part in parts)
     if not probs:
         return {
             "loss": math.nan,
             "acc": math.nan,
             "probs": np.zeros((0, 0)),
+            "logits": np.zeros((0, 0)),
             "labels": np.zeros(0, dtype=int),
             "video_ids": [],
             "skipped": skipped,
@@ -235,6 +240,7 @@ def evaluate(
         "loss": loss,
         "acc": float((p.argmax(1) == y).mean()),
         "probs": p,
+        "logits": np.concatenate(logit_rows),
         "labels": y,
         "video_ids": ids,
         "skipped": skipped,

@@ -6,9 +6,15 @@ One call gives the paper's whole result in ``RUN_DIR``::
     index.json           the scanned video index (reused by later runs on the same data)
     metrics.csv          one row per epoch (train/val loss and accuracy, learning rate, time)
     checkpoints/         best.safetensors, last.safetensors (weights + config), state.safetensors (resume)
-    report.json/.md      test results in the paper's Table 1 layout (+ top-5, per class, confusion matrix)
-    plots/               accuracy, loss, learning rate, confusion matrix, per-class F1
-    summary.json         times, sample counts, skipped videos, best epoch
+    report.json/.md      test results in the paper's Table 1 layout (+ top-5, per class, confusion matrix,
+                         calibration: temperature, ECE before and after)
+    plots/               accuracy, loss, learning rate, confusion matrix, per-class F1, reliability diagram
+    labels.txt/.json     the class names in id order (MMAction2 / SlowFast-PyTorchVideo label maps)
+    MODEL_CARD.md        Hugging Face model card: results and test protocol, data, recipe, limitations
+    summary.json         times, sample counts, skipped videos, best epoch, calibration temperature
+
+After training, the best checkpoint is calibrated: a temperature fitted on the validation split
+(:mod:`dymsta.engine.calibration`) is stored in its metadata, and the test report uses it.
 """
 
 from __future__ import annotations
@@ -29,21 +35,30 @@ from torch.utils.data import DataLoader
 
 from dymsta.config import Config, config_from_dict, config_to_dict, dump_config
 from dymsta.data import DatasetSplits, VideoClipDataset, VideoRecord, collate_clips, load_splits
+from dymsta.data.labels import write_label_map
 from dymsta.data.motion import stream_settings
+from dymsta.data.splits import check_root
+from dymsta.data.transforms import frames_to_input
 from dymsta.engine import distributed as D
 from dymsta.engine.cache import CachedClips, CacheSpec, FeatureStore, StreamSpec, get_or_build_cache
+from dymsta.engine.calibration import TEMPERATURE_KEY, fit_temperature, softmax
 from dymsta.engine.checkpoint import load_training_state, save_training_state
 from dymsta.engine.loops import EpochBatchSampler, NonFiniteLossError, collate_features, evaluate, train_one_epoch
 from dymsta.engine.optim import LRSchedule, build_optimizer
 from dymsta.models import build_model, load_model, save_model
 from dymsta.reports import (
+    ECE_BINS,
     MetricsLogger,
     aggregate_by_video,
     classification_metrics,
+    expected_calibration_error,
+    plot_reliability,
     read_metrics,
+    reliability_bins,
     write_all_plots,
     write_report,
 )
+from dymsta.reports.model_card import write_model_card
 from dymsta.utils import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -53,6 +68,7 @@ __all__ = [
     "resolve_device",
     "amp_dtype_for",
     "build_pipeline",
+    "calibrate",
     "evaluate_records",
 ]
 
@@ -115,6 +131,7 @@ class Pipeline:
         views: int = 1,
         crops: int = 1,
         modalities: tuple[str, ...] | None = None,
+        uint8: bool = False,
     ) -> VideoClipDataset:
         """Decoded clips of ``records`` with the run's streams (or ``modalities``), one decode per view."""
         d = self.cfg.data
@@ -136,6 +153,8 @@ class Pipeline:
             modalities=modalities,
             motion=d.motion,
             feature_grid=self.feature_grid() if hist else None,
+            uint8=uint8,
+            min_decoded_fraction=d.min_decoded_fraction,
         )
 
     def feature_grid(self) -> tuple[int, int]:
@@ -180,10 +199,16 @@ class Pipeline:
             augment=f"hflip={d.hflip},scale={list(d.crop_scale)}" if mode == "augment" else "",
             runtime=self.runtime_id(),
         )
+
+        def extract(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # workers send uint8 frames
+            return self.model.extract(frames_to_input(batch, mean=self.model.mean, std=self.model.std), partial=True)
+
         return get_or_build_cache(
             name,
-            lambda batch: self.model.extract(batch, partial=True),
-            lambda modalities: self.clip_dataset(records, mode=mode, views=views, crops=crops, modalities=modalities),
+            extract,
+            lambda modalities: self.clip_dataset(
+                records, mode=mode, views=views, crops=crops, modalities=modalities, uint8=True
+            ),
             records,
             self.cache_dir(),
             spec=spec,
@@ -258,6 +283,7 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
             annotations=d.annotations,
             index_cache=index_cache,
             max_videos_per_class=d.max_videos_per_class,
+            label_map=d.label_map,
         )
 
     if D.is_main():
@@ -306,6 +332,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
 
     Returns the run summary (also written to ``RUN_DIR/summary.json``).
     """
+    check_root(cfg.data.root, cfg.data.kind)  # before anything is scanned or written
     run_dir = Path(run_dir)
     device = resolve_device(cfg.train.device)
     D.init_distributed(device)
@@ -321,6 +348,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     p = build_pipeline(cfg, run_dir)
     if D.is_main():
         atomic_write_text(run_dir / "config.yaml", dump_config(p.cfg))
+        for name in ("labels.txt", "labels.json"):
+            write_label_map(run_dir / name, p.splits.class_names)
     log.info(
         "data: %d classes, %d train / %d val / %d test videos, %d unreadable",
         len(p.splits.class_names),
@@ -467,17 +496,43 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         "feature_cache": p.use_cache,
     }
     best_file = ckpt_dir / "best.safetensors"
-    if p.splits.test and best_file.exists() and not stopped:
+    report, calibration = None, None
+    if best_file.exists() and not stopped:
         best_model, _ = load_model(best_file, map_location=device)
         model.load_state_dict(best_model.state_dict())
-        report = evaluate_records(p, p.splits.test, views=cfg.data.test_clips, crops=cfg.data.test_crops)
+        calibration = calibrate(p, val_loader, best_file)
+        summary["calibration_temperature"] = calibration["temperature"]
+    if p.splits.test and calibration is not None:
+        temperature = calibration["temperature"] or 1.0
+        report = evaluate_records(
+            p, p.splits.test, views=cfg.data.test_clips, crops=cfg.data.test_crops, temperature=temperature
+        )
+        report["calibration"] = {**calibration, **report.pop("calibration_test")}
         summary["test"] = {
             k: report[k] for k in ("accuracy", "top5_accuracy", "clip_accuracy", "num_videos", "num_skipped")
         }
         summary["test"].update({"macro_f1": report["macro_avg"]["f1"], "weighted_f1": report["weighted_avg"]["f1"]})
         if D.is_main():
+            write_reliability_plot(report["calibration"], run_dir / "plots" / "reliability.png")
             write_report(report, run_dir, title=f"{cfg.data.kind} split {cfg.data.split}: test results")
             write_all_plots(run_dir, read_metrics(run_dir / "metrics.csv"), report)
+    if D.is_main():
+        counts = {
+            "train": len(p.splits.train),
+            "val": len(p.splits.val),
+            "test": len(p.splits.test),
+            "unreadable": len(p.splits.skipped),
+        }
+        write_model_card(
+            run_dir / "MODEL_CARD.md",
+            name=run_dir.resolve().name,
+            config=config_to_dict(p.cfg),
+            class_names=p.splits.class_names,
+            counts=counts,
+            report=report,
+            calibration=report["calibration"] if report else calibration,
+            best_epoch=best_epoch + 1 if best_epoch >= 0 else None,
+        )
     summary["total_seconds"] = round(time.time() - t_start, 2)
     if D.is_main():
         atomic_write_json(run_dir / "summary.json", summary)
@@ -487,8 +542,67 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     return summary
 
 
-def evaluate_records(p: Pipeline, records: list[VideoRecord], *, views: int, crops: int) -> dict[str, Any]:
-    """Evaluate ``p.model`` on ``records`` with ``views x crops`` per video; video-level report dict."""
+def calibrate(p: Pipeline, val_loader: DataLoader | None, checkpoint: Path) -> dict[str, Any]:
+    """Fit the temperature of ``p.model`` on the validation split and store it in ``checkpoint``'s metadata.
+
+    Returns:
+        ``{"temperature", "fitted_on", "fitted_videos", "bins", "ece_val_before", "ece_val_after"}``, or
+        ``{"temperature": None, "note": ...}`` when there is no validation split (the checkpoint is left as it is).
+    """
+    if val_loader is None:
+        return {"temperature": None, "note": "no validation split"}
+    out = evaluate(p.net(), val_loader, device=p.device, amp_dtype=p.amp_dtype, desc="calibrate")
+    if len(out["labels"]) == 0:
+        return {"temperature": None, "note": "no validation video could be decoded"}
+    temperature = fit_temperature(out["logits"], out["labels"])
+    before, after = softmax(out["logits"]), softmax(out["logits"], temperature)  # one view per video: clip = video
+    result = {
+        "temperature": temperature,
+        "fitted_on": "val",
+        "fitted_videos": len(out["labels"]),
+        "bins": ECE_BINS,
+        "ece_val_before": expected_calibration_error(before, out["labels"]),
+        "ece_val_after": expected_calibration_error(after, out["labels"]),
+    }
+    if (out["probs"].argmax(1) == out["labels"]).all():
+        result["note"] = (
+            "the validation split has no errors, so the fit only sharpens the scores; "
+            "a larger validation split calibrates more honestly"
+        )
+        log.warning("calibration: %s", result["note"])
+    log.info(
+        "calibration: temperature %.4f on %d validation videos; ECE %.4f -> %.4f",
+        temperature,
+        len(out["labels"]),
+        result["ece_val_before"],
+        result["ece_val_after"],
+    )
+    if D.is_main():
+        _, meta = load_model(checkpoint)
+        save_model(p.model, checkpoint, metadata={**meta, TEMPERATURE_KEY: json.dumps(temperature)})
+    D.barrier()
+    return result
+
+
+def write_reliability_plot(calibration: dict[str, Any], path: Path) -> Path | None:
+    """The reliability diagram of a report's ``calibration`` entry (before and after the temperature)."""
+    if "reliability_before" not in calibration:
+        return None
+    tables = {"before (T = 1)": calibration["reliability_before"]}
+    if calibration.get("temperature"):
+        tables[f"after (T = {calibration['temperature']:.2f})"] = calibration["reliability_after"]
+    return plot_reliability(tables, path, title=f"Reliability on the {calibration.get('split', 'test')} split")
+
+
+def evaluate_records(
+    p: Pipeline, records: list[VideoRecord], *, views: int, crops: int, temperature: float = 1.0, split: str = "test"
+) -> dict[str, Any]:
+    """Evaluate ``p.model`` on ``records`` with ``views x crops`` per video; video-level report dict.
+
+    Scores are ``softmax(logits / temperature)`` averaged per video. The report adds ``skipped_videos`` (ids of
+    the videos that could not be evaluated, first 50) and ``calibration_<split>``: ECE and reliability tables of
+    the uncalibrated (T = 1) and the calibrated scores.
+    """
     loader, _, _ = p.loader(
         records,
         split=f"test-v{views}x{crops}",
@@ -497,13 +611,26 @@ def evaluate_records(p: Pipeline, records: list[VideoRecord], *, views: int, cro
         views=views,
         crops=crops,
     )
-    out = evaluate(p.net(), loader, device=p.device, amp_dtype=p.amp_dtype, desc="test")
+    out = evaluate(p.net(), loader, device=p.device, amp_dtype=p.amp_dtype, desc=split, temperature=temperature)
     if len(out["labels"]) == 0:
-        raise RuntimeError("no test video could be decoded")
+        raise RuntimeError(f"no {split} video could be decoded")
     ids, probs, labels = aggregate_by_video(out["video_ids"], out["probs"], out["labels"])
+    _, raw, _ = aggregate_by_video(out["video_ids"], softmax(out["logits"]), out["labels"])
     decoded = set(ids)
-    missing = sum(1 for r in records if r.video_id not in decoded)
-    return classification_metrics(probs, labels, p.splits.class_names, num_skipped=missing, clip_accuracy=out["acc"])
+    missing = [r.video_id for r in records if r.video_id not in decoded]
+    report = classification_metrics(
+        probs, labels, p.splits.class_names, num_skipped=len(missing), clip_accuracy=out["acc"]
+    )
+    report["skipped_videos"] = missing[:50]
+    report[f"calibration_{split}"] = {
+        "split": split,
+        "bins": ECE_BINS,
+        f"ece_{split}_before": expected_calibration_error(raw, labels),
+        f"ece_{split}_after": expected_calibration_error(probs, labels),
+        "reliability_before": reliability_bins(raw, labels),
+        "reliability_after": reliability_bins(probs, labels),
+    }
+    return report
 
 
 def config_from_checkpoint(meta: dict[str, str]) -> Config:
@@ -515,6 +642,7 @@ def config_from_checkpoint(meta: dict[str, str]) -> Config:
 
 def extract_features(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
     """Build (or find) the feature caches a ``train`` with this config would use; sharded over torchrun ranks."""
+    check_root(cfg.data.root, cfg.data.kind)
     run_dir = Path(run_dir)
     device = resolve_device(cfg.train.device)
     D.init_distributed(device)

@@ -1,8 +1,16 @@
-"""Export a model to ONNX and check the exported graph against eager PyTorch with onnxruntime."""
+"""Export a model to ONNX and check the exported graph against eager PyTorch with onnxruntime.
+
+An exported file can carry what a client needs to use it -- class names, input layout, frames, size, sampling,
+normalisation, calibration temperature -- as ONNX ``metadata_props`` (string key/values, read by any ONNX tool,
+e.g. ``onnxruntime.InferenceSession(path).get_modelmeta().custom_metadata_map``). :func:`export_onnx` writes the
+``metadata`` it is given; :func:`read_onnx_metadata` reads them back. The keys dymsta writes are listed in
+docs/predict.md.
+"""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -10,7 +18,7 @@ from torch import nn
 
 from dymsta.utils import atomic_path, get_logger
 
-__all__ = ["export_onnx", "check_onnx", "example_inputs", "input_names", "ExportError"]
+__all__ = ["export_onnx", "check_onnx", "example_inputs", "input_names", "read_onnx_metadata", "ExportError"]
 
 log = get_logger(__name__)
 
@@ -71,6 +79,7 @@ def export_onnx(
     size: int | None = None,
     opset: int = 17,
     dynamo: bool | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Export ``model`` (video ``(B, 3, T, S, S)`` -> logits ``(B, N)``) to ONNX with a dynamic batch axis.
 
@@ -82,6 +91,7 @@ def export_onnx(
         opset: ONNX opset version.
         dynamo: use the ``torch.export``-based exporter; default: only for opset >= 18 (it has no opset 17
             implementations), else the TorchScript exporter (opset 17, and ~6x faster to export).
+        metadata: string key/values stored as the file's ``metadata_props`` (class names, preprocessing).
 
     Returns:
         The written path. One input per stream (:func:`input_names`: ``video`` for RGB, then ``rgbdiff``, ``mv``),
@@ -99,6 +109,8 @@ def export_onnx(
         with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer/deprecation chatter; correctness is checked by check_onnx
             (_export_dynamo if use_dynamo else _export_torchscript)(wrapper, example, tmp, opset)
+            if metadata:
+                _set_metadata(tmp, metadata)
     except Exception as e:  # noqa: BLE001 - the exporters raise many types
         raise ExportError(f"ONNX export to {path} failed: {type(e).__name__}: {e}".split("\n")[0][:400]) from None
     finally:
@@ -115,6 +127,40 @@ def export_onnx(
         "dynamo" if use_dynamo else "torchscript",
     )
     return path
+
+
+def _set_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    import onnx
+
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"ONNX metadata keys and values must be strings; bad key {bad[0]!r}")
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (empty when it has none).
+
+    Raises:
+        ExportError: the file is missing or not an ONNX model (one line, names the file).
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf decode errors have several types
+        raise ExportError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})".split("\n")[0][:400]) from None
+    return {p.key: p.value for p in proto.metadata_props}
 
 
 def _export_torchscript(module: nn.Module, example: dict[str, torch.Tensor], path: Path, opset: int) -> None:

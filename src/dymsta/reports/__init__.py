@@ -4,13 +4,16 @@ Takes plain arrays and lists, writes files; imports none of models/, data/, engi
 """
 
 from dymsta.reports.metrics import (
+    ECE_BINS,
     MetricsLogger,
     ReportError,
     aggregate_by_video,
     classification_metrics,
+    expected_calibration_error,
     format_report_md,
     format_table1,
     read_metrics,
+    reliability_bins,
     topk_accuracy,
     write_report,
 )
@@ -18,23 +21,30 @@ from dymsta.reports.plots import (
     plot_attention,
     plot_confusion_matrix,
     plot_per_class_f1,
+    plot_reliability,
+    plot_timeline,
     plot_training_curves,
     write_all_plots,
 )
 
 __all__ = [
+    "ECE_BINS",
     "MetricsLogger",
     "ReportError",
     "aggregate_by_video",
     "classification_metrics",
+    "expected_calibration_error",
     "format_report_md",
     "format_table1",
     "read_metrics",
+    "reliability_bins",
     "topk_accuracy",
     "write_report",
     "plot_attention",
     "plot_confusion_matrix",
     "plot_per_class_f1",
+    "plot_reliability",
+    "plot_timeline",
     "plot_training_curves",
     "write_all_plots",
 ]

@@ -25,6 +25,9 @@ __all__ = [
     "aggregate_by_video",
     "topk_accuracy",
     "classification_metrics",
+    "ECE_BINS",
+    "expected_calibration_error",
+    "reliability_bins",
     "format_table1",
     "format_report_md",
     "write_report",
@@ -203,6 +206,50 @@ def classification_metrics(
     return report
 
 
+# --------------------------------------------------------------------------- calibration
+
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error (Guo et al. 2017 use 15)
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) -> dict[str, list]:
+    """Top-1 confidence against accuracy in ``bins`` equal-width bins of [0, 1] (the reliability diagram).
+
+    Bin ``m`` holds the rows whose top probability lies in ``((m - 1) / M, m / M]`` (the first bin includes 0).
+
+    Returns:
+        ``{"edges": M + 1 floats, "confidence": M mean top probabilities, "accuracy": M top-1 accuracies,
+        "count": M ints}``; the means of an empty bin are 0.
+    """
+    probs, labels = _check_probs_labels(probs, labels)
+    if bins < 1:
+        raise ReportError(f"bins must be >= 1, got {bins}")
+    confidence = probs.max(axis=1)  # (N,)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)  # (N,)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)  # (N,) bin of each row
+    count = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, weights=confidence, minlength=bins)
+    acc_sum = np.bincount(which, weights=correct, minlength=bins)
+    safe = np.maximum(count, 1)
+    return {
+        "edges": edges.tolist(),
+        "confidence": (conf_sum / safe).tolist(),
+        "accuracy": (acc_sum / safe).tolist(),
+        "count": count.astype(int).tolist(),
+    }
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) -> float:
+    """ECE: ``sum_m (n_m / N) * |accuracy_m - confidence_m|`` over :func:`reliability_bins` (top-1 confidence).
+
+    0 for a model whose confidence is its accuracy in every bin; at most 1.
+    """
+    table = reliability_bins(probs, labels, bins=bins)
+    count = np.asarray(table["count"], dtype=np.float64)
+    gap = np.abs(np.asarray(table["accuracy"]) - np.asarray(table["confidence"]))
+    return float((count * gap).sum() / count.sum())
+
+
 # --------------------------------------------------------------------------- report files
 
 
@@ -278,11 +325,47 @@ def format_report_md(report: Mapping, *, title: str = "Test results") -> str:
     if report.get("clip_accuracy") is not None:
         parts.append(f"- Clip-level top-1 accuracy: {report['clip_accuracy']:.4f}")
     parts.append(f"- Videos evaluated: {report['num_videos']}")
-    parts.append(f"- Videos skipped (unreadable): {report['num_skipped']}")
+    parts.append(f"- Videos skipped (unreadable, or decoding too few of their frames): {report['num_skipped']}")
+    skipped = list(report.get("skipped_videos") or [])
+    if skipped:
+        rest = report["num_skipped"] - min(len(skipped), 10)
+        shown = ", ".join(_md_escape(str(v)) for v in skipped[:10])
+        parts.append(f"  ({shown}{f' and {rest} more' if rest > 0 else ''})")
+    calibration = report.get("calibration")
+    if calibration:
+        parts += ["", "## Calibration", "", _calibration_text(calibration)]
     parts += ["", "## Per-class results", "", _per_class_table(report)]
     if "confusion_matrix" in report and "class_names" in report:
         parts += ["## scikit-learn classification_report", "", "```", _sklearn_report_text(report).rstrip(), "```"]
     return "\n".join(parts) + "\n"
+
+
+def _calibration_text(c: Mapping[str, Any]) -> str:
+    """The calibration section of report.md: temperature, and ECE before and after it."""
+    lines = []
+    if c.get("temperature") is None:
+        lines.append(f"Temperature: not fitted ({c.get('note', 'no validation split')}); scores are the softmax.")
+    else:
+        lines.append(
+            f"Temperature T = {c['temperature']:.4f}, fitted on the {c.get('fitted_on', 'validation')} split "
+            f"({c.get('fitted_videos', '?')} videos) by minimising the NLL of softmax(logits / T); "
+            "reported scores use it."
+        )
+        if c.get("note"):
+            lines.append(f"Note: {c['note']}.")
+    bins = c.get("bins", ECE_BINS)
+    lines += [
+        "",
+        f"| Expected calibration error ({bins} equal-width bins) | before (T = 1) | after (T) |",
+        "|---|---|---|",
+    ]
+    for split in ("val", "test"):
+        if f"ece_{split}_before" in c:
+            after = c.get(f"ece_{split}_after")
+            lines.append(f"| {split} | {c[f'ece_{split}_before']:.4f} | {'' if after is None else f'{after:.4f}'} |")
+    if c.get("plot"):
+        lines += ["", f"Reliability diagram: `{c['plot']}`"]
+    return "\n".join(lines) + "\n"
 
 
 def _jsonable(obj: Any) -> Any:

@@ -23,6 +23,8 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_per_class_f1",
     "plot_attention",
+    "plot_reliability",
+    "plot_timeline",
     "write_all_plots",
 ]
 
@@ -291,6 +293,98 @@ def plot_attention(
     bars.grid(True, axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- calibration and timelines
+
+
+def plot_reliability(tables: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *, title: str = "") -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin, one series per table, with the diagonal.
+
+    Args:
+        tables: label -> a table from :func:`dymsta.reports.metrics.reliability_bins` (e.g. ``"before (T = 1)"``,
+            ``"after (T = 1.52)"``); bars for the first, markers for the others, bin counts beneath.
+        path: output PNG path.
+        title: figure title.
+    """
+    if not tables:
+        raise ReportError("plot_reliability needs at least one reliability table")
+    fig = _new_figure(6.5, 6.5)
+    grid = fig.add_gridspec(2, 1, height_ratios=[3, 1])
+    ax, hist = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
+    for k, (label, table) in enumerate(tables.items()):
+        edges = np.asarray(table["edges"], dtype=np.float64)
+        centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        count = np.asarray(table["count"])
+        used = count > 0
+        acc, conf = np.asarray(table["accuracy"])[used], np.asarray(table["confidence"])[used]
+        if k == 0:
+            ax.bar(centres[used], acc, width=width[used], alpha=0.35, edgecolor="tab:blue", label=f"{label}: accuracy")
+        ax.plot(conf, acc, marker="o", markersize=4, label=f"{label}: accuracy vs confidence")
+        hist.bar(centres + (k - 0.5) * width / 3, count, width=width / 3, label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", ylabel="accuracy", title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set(xlim=(0, 1), xlabel="confidence", ylabel="videos")
+    hist.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_timeline(
+    times: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    *,
+    segments: Sequence[Mapping[str, Any]] = (),
+    top: int = 6,
+    threshold: float | None = None,
+    title: str = "",
+) -> Path:
+    """Class probabilities over time (one line per class among the ``top`` most probable anywhere), with the
+    merged segments as coloured bands beneath.
+
+    Args:
+        times: (W,) window centres in seconds.
+        probs: (W, K) probabilities of each window.
+        class_names: K names.
+        path: output PNG path.
+        segments: ``{"segment": [start_s, end_s], "label": str, ...}`` dicts (the timeline's segments).
+        top: how many classes get a line.
+        threshold: drawn as a dashed line when given (below it a window is ``"unknown"``).
+        title: figure title.
+    """
+    times, probs = np.asarray(times, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != times.shape[0] or probs.shape[0] == 0:
+        raise ReportError(f"probs must be (W, K) for W = {times.shape[0]} window times, got {probs.shape}")
+    if probs.shape[1] != len(class_names):
+        raise ReportError(f"class_names has {len(class_names)} names for {probs.shape[1]} columns")
+    shown = np.argsort(-probs.max(axis=0), kind="stable")[: max(1, top)]
+    colors = {int(c): f"C{i % 10}" for i, c in enumerate(shown)}
+    fig = _new_figure(10, 5)
+    grid = fig.add_gridspec(2, 1, height_ratios=[4, 1])
+    ax, band = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    for c in shown:
+        ax.plot(times, probs[:, c], marker="o" if len(times) <= 60 else None, markersize=3, color=colors[int(c)])
+        ax.lines[-1].set_label(str(class_names[c]))
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set(ylim=(0, 1.02), ylabel="probability", title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
+    index = {str(n): i for i, n in enumerate(class_names)}
+    for seg in segments:
+        start, end = seg["segment"]
+        c = index.get(str(seg["label"]))
+        color = colors.get(c, "lightgray") if c is not None else "lightgray"
+        band.axvspan(start, end, color=color, alpha=0.8)
+        band.text((start + end) / 2, 0.5, str(seg["label"]), ha="center", va="center", fontsize=7, clip_on=True)
+    end_time = max([times.max()] + [float(seg["segment"][1]) for seg in segments])
+    for a in (ax, band):
+        a.set_xlim(0, end_time)
+    band.set(yticks=[], xlabel="time (s)")
     return _save(fig, path)
 
 
