@@ -30,7 +30,7 @@ run() { train_rows ucf101_mini "$root" "$@"; }  # run NAME [--set KEY=VALUE ...]
 
 synth_run() { train_rows demo "$out/synth_data" "$@"; }  # the synthetic temporal set, the demo's recipe
 
-rgb_only=(--set "data.modalities=[rgb]" --set model.fusion=concat)  # issue 5's input and head
+rgb_only=(--set "data.modalities=[rgb]" --set model.fusion=concat --set model.backbone=efficientnet_lite2)  # issue 5's recipe
 
 for section in $sections; do
   case $section in

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,6 +194,40 @@ def test_interrupted_cache_build_never_looks_complete(synth_root: Path, tmp_path
     assert not list((tmp_path / "cache").rglob("*.npy"))  # the half-written stream was removed
     store = cache_of(p, p.splits.val, tmp_path / "cache", spec, batch_size=2)
     assert store.valid.all() and len(store) == len(p.splits.val)
+
+
+def test_two_runs_sharing_a_cache_take_turns(synth_root: Path, tmp_path: Path) -> None:
+    """A second build of the same stream waits for the first (the cache's lock file), then reuses its rows
+    instead of emptying the file being written."""
+    p = build_pipeline(tiny_cfg(synth_root, tmp_path / "cache"), tmp_path / "run")
+    spec = eval_spec(p)
+    started, calls = threading.Event(), {"first": 0, "second": 0}
+
+    def extract_as(who: str):
+        def extract(batch: dict) -> dict:
+            calls[who] += 1
+            started.set()
+            time.sleep(0.2)  # a slow build: the second run arrives while it is in progress
+            return p.model.extract(batch, partial=True)
+
+        return extract
+
+    stores: dict[str, object] = {}
+    first = threading.Thread(
+        target=lambda: stores.update(
+            first=cache_of(p, p.splits.val, tmp_path / "cache", spec, extract=extract_as("first"), batch_size=2)
+        )
+    )
+    first.start()
+    assert started.wait(30)
+    stores["second"] = cache_of(p, p.splits.val, tmp_path / "cache", spec, extract=extract_as("second"))
+    first.join(60)
+    assert calls["first"] > 1 and calls["second"] == 0  # the second run built nothing
+    a, b = stores["first"], stores["second"]
+    assert a.path == b.path and a.valid.all()
+    for i in range(len(a)):
+        assert np.abs(b.row(i)["rgb"].astype(np.float32)).sum() > 0
+        np.testing.assert_array_equal(a.row(i)["rgb"], b.row(i)["rgb"])
 
 
 def _cache_files(cache: Path) -> dict[str, int]:

@@ -9,6 +9,7 @@
     dymsta labels MODEL OUT.txt|OUT.json
     dymsta extract --config FILE.yaml [--set key=value ...] [--out RUN_DIR]
     dymsta export CHECKPOINT --format onnx OUT
+    dymsta serve MODEL [--host 127.0.0.1] [--port 8000] [--max-upload-mb 200] [--token TOKEN] [--workers N] [--queue N]
     dymsta synth OUT [--groups N] [--clips-per-group N] [--frames N] [--size N] [--seed N]
 
 MODEL is a run folder, a ``.safetensors`` checkpoint or an exported ``.onnx`` file; INPUT a file, a folder (searched
@@ -102,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--frames", type=int, default=None, help="clip length (default: the model's)")
     p.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
+
+    p = sub.add_parser("serve", help="an HTTP API and a web page for a model (pip install 'dymsta[serve]')")
+    p.add_argument("checkpoint", metavar="MODEL", help="RUN_DIR, a .safetensors checkpoint or an exported .onnx")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload, MiB (default 200)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("DYMSTA_SERVE_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on /v1/* (default: $DYMSTA_SERVE_TOKEN, else none)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="requests decoded and run at once (default 2)")
+    p.add_argument("--queue", type=int, default=8, help="requests that may wait beyond those; more get 503")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504 (default 120)")
+    p.add_argument("--allow-partial", action="store_true", help="answer for videos that decode only in part")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: one per core)")
 
     p = sub.add_parser("synth", help="write the synthetic temporal dataset (UCF101 layout)")
     p.add_argument("out", help="output folder")
@@ -284,6 +302,24 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from dymsta.serve import ServeConfig, serve
+    except ImportError as e:
+        print(f"dymsta serve: error: {e.name or e} is not installed: pip install 'dymsta[serve]'", file=sys.stderr)
+        return 2
+    config = ServeConfig(
+        max_upload_mb=args.max_upload_mb,
+        token=args.token or None,
+        workers=args.workers,
+        queue=args.queue,
+        timeout_s=args.timeout,
+        allow_partial=args.allow_partial,
+    )
+    serve(args.checkpoint, host=args.host, port=args.port, config=config, device=args.device, threads=args.threads)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dymsta.engine.demo import run_demo
 
@@ -300,6 +336,7 @@ COMMANDS = {
     "labels": cmd_labels,
     "extract": cmd_extract,
     "export": cmd_export,
+    "serve": cmd_serve,
     "synth": cmd_synth,
 }
 

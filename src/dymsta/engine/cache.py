@@ -19,7 +19,9 @@ at read time (DyMSTA-Net to ``model.spatial_pool``, TSN and the linear probe to 
 backbone serves every head.
 
 A stream is written to ``.building-<file>`` and renamed into place when finished, then ``index.json`` is replaced
-atomically: an interrupted build never looks complete and never damages the streams already there. Under torchrun
+atomically: an interrupted build never looks complete and never damages the streams already there. Runs that share
+a cache folder take turns on its ``.lock`` file: a second run waits while the first builds, then reuses its
+streams. Under torchrun
 the rows are sharded over ranks, each writing its own rows. Reads use ``os.pread`` rather than a memory map, so a
 process's resident memory stays flat however large the cache.
 """
@@ -31,8 +33,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,11 @@ from dymsta.data import VideoClipDataset, VideoRecord
 from dymsta.engine import distributed as D
 from dymsta.models.backbone import pool_grid
 from dymsta.utils import atomic_write_json, progress
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock between processes
+    fcntl = None
 
 __all__ = ["CacheSpec", "StreamSpec", "FeatureStore", "CachedClips", "build_streams", "get_or_build_cache"]
 
@@ -460,27 +467,52 @@ def get_or_build_cache(
     ``make_clips(modalities)`` gives the clip dataset that decodes those streams (one decode for all of them).
     """
     out, key = cache_folder(name, cache_dir, spec, records)
+    with _build_lock(out):  # another process building this cache finishes first; then its streams are reused
+        missing = D.all_gather_objects(_missing_streams(out, streams))[0]  # rank 0 decides for every rank
+        if not missing:
+            log.info("feature cache %s: reusing %s (%s)", name, out, "+".join(s.name for s in streams))
+            return FeatureStore(out, streams)
+        log.info("feature cache %s: building %s in %s", name, "+".join(s.name for s in missing), out)
+        build_streams(
+            extract,
+            make_clips(tuple(s.name for s in missing)),
+            out,
+            spec=spec,
+            key=key,
+            streams=missing,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            amp_dtype=amp_dtype,
+            desc=f"caching {name}",
+        )
+    return FeatureStore(out, streams)
+
+
+def _missing_streams(out: Path, streams: Sequence[StreamSpec]) -> list[StreamSpec]:
     index = out / "index.json"
     present = json.loads(index.read_text()).get("streams", {}) if index.is_file() else {}
-    missing = [s for s in streams if s.file_id not in present]
-    if not missing:
-        log.info("feature cache %s: reusing %s (%s)", name, out, "+".join(s.name for s in streams))
-        return FeatureStore(out, streams)
-    log.info("feature cache %s: building %s in %s", name, "+".join(s.name for s in missing), out)
-    build_streams(
-        extract,
-        make_clips(tuple(s.name for s in missing)),
-        out,
-        spec=spec,
-        key=key,
-        streams=missing,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        amp_dtype=amp_dtype,
-        desc=f"caching {name}",
-    )
-    return FeatureStore(out, streams)
+    return [s for s in streams if s.file_id not in present]
+
+
+@contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Exclusive lock on ``<out>/.lock`` (rank 0 only): two runs sharing a cache folder never write the same
+    stream file at once, and the second reuses what the first built. No-op where ``fcntl`` is missing."""
+    if not D.is_main() or fcntl is None:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("feature cache %s: another process is building it; waiting", out)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _npy_data_offset(path: Path) -> int:
