@@ -1,8 +1,9 @@
 """What the motion streams cost, on ucf101-mini clips, all in one process run (16 frames, 224 x 224).
 
 1. Decoding (:func:`dymsta.data.decode.read_clip`) of the 16 sampled frames: plain (what the RGB stream needs)
-   against the same pass with codec motion-vector export and rasterisation (``mv``), with the following frame of
-   each sampled one converted too (``rgbdiff``), and both. Target: vector export <= 1.15x plain decoding.
+   against the same pass with codec motion-vector export and rasterisation (``mv``: of the sampled frames, and of
+   every frame of each segment, ``mv_window=0``), with the following frame of each sampled one converted too
+   (``rgbdiff``), and both. Target: vector export <= 1.15x plain decoding.
 2. One clip-dataset item (decode + crop + flip + streams), RGB only against every stream, eval view.
 3. Backbone work: frames per clip through the backbone for each set of streams (``rgbdiff`` and an ``mv`` image
    each add one pass per sampled frame; an ``mv`` histogram adds none).
@@ -62,12 +63,14 @@ def decode_section(records: list, repeats: int) -> dict:
     plans = []
     for r in records:
         idx = segment_indices(r.num_frames, T)
-        plans.append((r.path, idx, motion_windows(idx, r.num_frames, T, window=1)))
+        windows = {w: motion_windows(idx, r.num_frames, T, window=w) for w in (1, 0)}  # 0: the whole segment
+        plans.append((r.path, idx, windows))
 
-    def method(following: int, motion: bool) -> Callable[[int], object]:
+    def method(following: int, motion: bool, window: int = 1) -> Callable[[int], object]:
         def fn(i: int) -> object:
             path, idx, windows = plans[i]
-            return read_clip(path, idx, short_side=256, following=following, motion_windows=windows if motion else None)
+            asked = windows[window] if motion else None
+            return read_clip(path, idx, short_side=256, following=following, motion_windows=asked)
 
         return fn
 
@@ -77,6 +80,7 @@ def decode_section(records: list, repeats: int) -> dict:
             "motion vectors (mv)": method(0, True),
             "following frames (rgbdiff)": method(1, False),
             "both (rgb + rgbdiff + mv)": method(1, True),
+            "mv, whole segment (mv_window=0)": method(0, True, window=0),
         },
         len(plans),
         repeats,

@@ -28,10 +28,12 @@ import torch
 
 from dymsta.config import load_config, recipe_path
 from dymsta.data.splits import ucf101_group
+from dymsta.engine.cache import dequantize, quantize
 from dymsta.engine.loops import evaluate, train_one_epoch
 from dymsta.engine.optim import LRSchedule, build_optimizer
 from dymsta.engine.train import HeadNet, amp_dtype_for, build_pipeline
 from dymsta.models import build_model
+from dymsta.models.backbone import pool_grid
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,11 +45,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--tail", type=int, default=10, help="average validation over the last N epochs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--uint8",
+        action="store_true",
+        help="read every cached row as cache.dtype=uint8 stores it (per-channel quantisation of the whole grid, "
+        "then pooling): the accuracy cost of the smaller cache, from the same fp16 cache",
+    )
     ap.add_argument("--out", default="runs/group_cv.json")
     return ap.parse_args(argv)
 
 
-def load_all_features(cfg, run_dir: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+def load_all_features(
+    cfg, run_dir: Path, *, uint8: bool = False
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
     """Every training-list video from the recipe's own caches: ``{stream: (V, views, C, T, h, w)}`` fp16 (pooled to
     the recipe's grid, as training reads them), labels, groups.
 
@@ -66,12 +76,27 @@ def load_all_features(cfg, run_dir: Path) -> tuple[dict[str, torch.Tensor], torc
     for data in sets:
         store = data.store
         for v, video_id in enumerate(store.video_ids):
-            rows = [data.features(v * store.views + min(k, store.views - 1)) for k in range(views)]
+            read = uint8_features(data) if uint8 else data.features
+            rows = [read(v * store.views + min(k, store.views - 1)) for k in range(views)]
             for name in rows[0]:
                 feats.setdefault(name, []).append(torch.stack([r[name] for r in rows]).half())
             labels.append(store.labels[v])
             groups.append(ucf101_group(video_id))
     return {k: torch.stack(v) for k, v in feats.items()}, torch.tensor(labels), groups
+
+
+def uint8_features(data):
+    """``data.features`` as a ``cache.dtype=uint8`` cache would give them: each stored row quantised per channel
+    (:func:`dymsta.engine.cache.quantize`, as the writer does), dequantised, then pooled to the head's grid."""
+
+    def read(row: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, x in data.store.row(row).items():
+            restored = dequantize(*quantize(x.astype(np.float32)))
+            out[name] = pool_grid(torch.from_numpy(restored), data.grid)
+        return out
+
+    return read
 
 
 def select(feats: dict[str, torch.Tensor], streams: tuple[str, ...], index, view=None) -> dict[str, torch.Tensor]:
@@ -160,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     path = recipe_path(args.config)
-    feats, labels, groups = load_all_features(load_config(path, args.set), Path("runs/group_cv"))
+    feats, labels, groups = load_all_features(load_config(path, args.set), Path("runs/group_cv"), uint8=args.uint8)
     folds = fold_of_groups(groups, args.folds)
     results = {}
     for spec in args.variant or ["recipe="]:

@@ -158,6 +158,8 @@ def colour_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "model.dim=32",
         "model.temporal_kernels=[1,3,5]",
         "model.runtime=torch",
+        "data.modalities=[rgb]",  # colours need no motion
+        "model.fusion=concat",
         "train.amp=none",
         "train.epochs=12",
         "train.batch_size=8",

@@ -62,6 +62,8 @@ def tiny_overrides(root: Path, cache: Path, *extra: str) -> list[str]:
         "model.dim=32",
         "model.temporal_kernels=[1,3,5]",
         "model.runtime=torch",  # the runtimes have tests of their own (test_runtime.py); exports cost seconds
+        "data.modalities=[rgb]",  # the demo recipe's motion streams: tests that want them set them
+        "model.fusion=concat",
         "train.epochs=2",
         "train.batch_size=8",
         f"cache.dir={cache}",

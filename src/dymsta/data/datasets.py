@@ -229,8 +229,11 @@ class VideoClipDataset(Dataset):
         (``rng`` for the random draws of augment views), motion streams made, normalised unless ``uint8``."""
         box, flip = self._box_and_flip(clip.frames.shape[1], clip.frames.shape[2], view, rng)
         if "mv" in self.modalities and clip.motion_source != "codec":
-            if self._motion_notes.add(path, clip.motion_source) and clip.motion_source == "none":
-                log.warning("%s: no motion vectors and no optical-flow fallback; its mv stream is zeros", path)
+            if self._motion_notes.add(path, clip.motion_source):
+                if clip.motion_source == "none":
+                    log.warning("%s: no motion vectors and no optical-flow fallback; its mv stream is zeros", path)
+                else:
+                    log.info("%s: its codec exports no motion vectors; the mv stream is optical flow", path)
         out: dict[str, torch.Tensor] = {}
         for name in self.modalities:
             if name == "mv" and self.motion.mv_encoding == "hist":
