@@ -40,6 +40,9 @@ from dymsta.serve.upload import safe_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
+# No proxies: ``urllib.request.urlopen`` keeps the opener of its first call, with the proxy variables of that
+# moment (another test points them at an unreachable proxy to simulate being offline).
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ServerThread:
@@ -93,7 +96,7 @@ def request(
     """``(status, JSON body, headers)`` of one HTTP call (errors included)."""
     req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=120) as r:
+        with LOOPBACK.open(req, timeout=120) as r:
             return r.status, json.loads(r.read()), r.headers
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read()), e.headers
@@ -192,14 +195,14 @@ def test_health_model_and_page(server: ServerThread, colour_run: dict) -> None:
     assert model["calibration_temperature"] == pytest.approx(summary["calibration_temperature"])
     assert model["test_metrics"] == summary["test"] and model["attention_maps"] is True
     assert model["limits"]["max_upload_bytes"] == 2**20 and "token" not in model["limits"]
-    with urllib.request.urlopen(f"{server.url}/", timeout=30) as r:
+    with LOOPBACK.open(f"{server.url}/", timeout=30) as r:
         page = r.read().decode()
         assert "default-src 'self'" in r.headers["Content-Security-Policy"]
     assert 'id="drop"' in page and "/static/app.js" in page and "http" not in page.split("<body>")[0].lower()
     for asset in ("app.js", "style.css"):
-        with urllib.request.urlopen(f"{server.url}/static/{asset}", timeout=30) as r:
+        with LOOPBACK.open(f"{server.url}/static/{asset}", timeout=30) as r:
             assert r.status == 200 and len(r.read()) > 500
-    with urllib.request.urlopen(f"{server.url}/openapi.json", timeout=30) as r:
+    with LOOPBACK.open(f"{server.url}/openapi.json", timeout=30) as r:
         spec = json.loads(r.read())
     assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
 
