@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_data import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -193,14 +195,7 @@ def main() -> None:
         return
     if args.quick:
         args.clips, args.repeats, args.short_minutes, args.long_minutes = 8, 1, 0.5, 5.0
-    result: dict = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_average_start": [round(x, 2) for x in os.getloadavg()],
-        },
-        "device": "cpu",
-    }
+    result: dict = {"machine": machine(), "device": "cpu"}  # machine(): CPU model, cores, load at the start
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         folder = Path(tmp)
         run = Path(args.run) if args.run else make_checkpoint(folder / "run")

@@ -24,7 +24,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -40,6 +39,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_data import machine  # noqa: E402
 from bench_predict import make_checkpoint  # noqa: E402
 
 
@@ -110,21 +110,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "bench_serve.json"))
     args = parser.parse_args()
 
-    import torch
     import uvicorn
 
     from dymsta.engine.predict import Predictor
     from dymsta.serve import ServeConfig, create_app
 
-    result: dict = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_start": [round(x, 2) for x in os.getloadavg()],
-        },
-        "device": "cpu",
-    }
+    result: dict = {"machine": machine(), "device": "cpu"}  # machine(): CPU model, cores, load at the start
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         folder = Path(tmp)
         run = Path(args.run) if args.run else make_checkpoint(folder / "run")
@@ -208,7 +199,7 @@ def main() -> None:
         targets={"overhead_p50_max": 1.2, "throughput_ratio_min": 1.0},
     )
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    load, cores = result["machine"]["load_average_start"][0], os.cpu_count() or 1
+    load, cores = result["machine"]["loadavg_at_start"][0], os.cpu_count() or 1
     if load > 0.5 * cores:
         result["machine"]["note"] = (
             f"load average {load} on {cores} cores at the start: other jobs shared the CPU during the measurement"
