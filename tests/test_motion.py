@@ -20,6 +20,7 @@ from dymsta.data.motion import (
     crop_flow,
     flow_histogram,
     flow_image,
+    rasterize_frames,
     rasterize_vectors,
     rgb_difference,
     rotate_flow,
@@ -87,6 +88,19 @@ def test_rasterize_vectors_signs_cells_and_averages() -> None:
     np.testing.assert_allclose(field[:, 1, 0], [2.0, 0.0])
     assert not field[:, :, 2].any() and not field[:, 1, 1].any()  # no vector: intra or still
     assert rasterize_vectors(vectors[:0], 32, 40).shape == (2, 2, 3)
+
+
+def test_rasterize_frames_matches_one_frame_at_a_time() -> None:
+    first = _vectors((-1, 16, 16, 8, 8, -8, 0, 2), (1, 16, 16, 24, 8, 0, 6, 2))
+    second = _vectors((-1, 8, 8, 4, 20, -4, 0, 4), (-1, 8, 8, 12, 20, -12, 0, 4), (-1, 16, 16, 50, 24, 2, 2, 1))
+    frames = [first, second[:0], second]  # the middle frame has side data but no vector
+    fields = rasterize_frames(frames, 32, 40)
+    assert fields.shape == (3, 2, 2, 3) and fields.dtype == np.float32
+    for field, vectors in zip(fields, frames, strict=True):
+        np.testing.assert_array_equal(field, rasterize_vectors(vectors, 32, 40))
+    np.testing.assert_allclose(fields[2][:, 1, 0], [2.0, 0.0])
+    np.testing.assert_allclose(fields[2][:, 1, 2], [-2.0, -2.0])  # dst_x 50 clipped into the last column
+    assert not fields[1].any() and rasterize_frames([], 32, 40).shape == (0, 2, 2, 3)
 
 
 def test_rotate_flow_turns_positions_and_vectors_like_the_frames() -> None:

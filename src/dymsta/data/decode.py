@@ -544,13 +544,11 @@ class _Frame:
         return self._rgb
 
     def vectors(self) -> np.ndarray | None:
-        """The frame's motion vectors rasterised to a ``(2, h, w)`` field of coded pixels, or None."""
-        from dymsta.data.motion import rasterize_vectors
-
+        """The frame's motion vectors (FFmpeg's ``AVMotionVector`` records), or None (a frame without any: a key
+        frame). Rasterised later, a whole clip at once (:func:`dymsta.data.motion.rasterize_frames`)."""
         if self._vectors is None:
             side = self.frame.side_data.get("MOTION_VECTORS")
-            field = None if side is None else rasterize_vectors(side.to_ndarray(), self.frame.height, self.frame.width)
-            self._vectors = (field,)
+            self._vectors = (None if side is None else side.to_ndarray(),)
         return self._vectors[0]
 
 
@@ -576,7 +574,7 @@ class _DecodePlan:
         self.first = min(min(self.rgb_wanted), min(self.vector_frames, default=1 << 62))
         self.stop = max(max(self.rgb_wanted), max(self.vector_frames, default=-1))
         self.rgb: dict[int, np.ndarray] = {}
-        self.vectors: dict[int, np.ndarray] = {}  # frame -> (2, h, w) field in coded pixels
+        self.vectors: dict[int, np.ndarray] = {}  # frame -> its AVMotionVector records
         self.coded_size: tuple[int, int] = (0, 0)
         self.rotation = 0
         self.current, self.last_frame = -1, None
@@ -602,13 +600,13 @@ class _DecodePlan:
         if index in self.rgb_wanted:
             self.rgb[index] = decoded.rgb()
         if index in self.vector_frames:
-            field = decoded.vectors()
-            if field is not None:
+            vectors = decoded.vectors()
+            if vectors is not None:
                 self.coded_size, self.rotation = (
                     (decoded.frame.height, decoded.frame.width),
                     _clockwise_rotation(decoded.frame),
                 )
-                self.vectors[index] = field
+                self.vectors[index] = vectors
             elif self.windows is not None:
                 self._extend_for_key_frames()
 
@@ -689,7 +687,7 @@ def iter_frames(path: str | os.PathLike, *, short_side: int | None = None) -> It
 
 def _attach_motion(clip: DecodedClip, plan: _DecodePlan, *, use_vectors: bool, fallback: str) -> None:
     """Per-position flow fields from the codec's vectors, or the optical-flow fallback, or none."""
-    from dymsta.data.motion import dis_flow, rotate_flow
+    from dymsta.data.motion import dis_flow, rasterize_frames, rotate_flow
 
     h, w = clip.frames.shape[1:3]
     if use_vectors:
@@ -698,13 +696,15 @@ def _attach_motion(clip: DecodedClip, plan: _DecodePlan, *, use_vectors: bool, f
         displayed_w = coded_h if plan.rotation in (90, 270) else coded_w
         shrink = w / displayed_w if displayed_w else 1.0  # frames may be shrunk at conversion
         clip.flow_cell = 16 * shrink
-        clip.flows = []
+        chosen = []  # per window, the frames whose vectors make its fields
         for a, b in plan.windows:
             found = [f for f in range(a, max(b, a + 1) + plan.LOOKAHEAD) if f in plan.vectors]
             inside = [f for f in found if f < max(b, a + 1)]
-            chosen = inside or found[:1]
-            fields = [rotate_flow(plan.vectors[f], plan.rotation) * shrink for f in chosen]
-            clip.flows.append(np.stack(fields) if fields else np.zeros((0, 2, 1, 1), np.float32))
+            chosen.append(inside or found[:1])
+        used = sorted({f for frames in chosen for f in frames})
+        fields = rasterize_frames([plan.vectors[f] for f in used], coded_h, coded_w) * np.float32(shrink)
+        row = {f: rotate_flow(field, plan.rotation) for f, field in zip(used, fields, strict=True)}
+        clip.flows = [_stack_fields([row[f] for f in frames]) for frames in chosen]
         return
     flows = None
     if fallback == "flow":
@@ -715,6 +715,13 @@ def _attach_motion(clip: DecodedClip, plan: _DecodePlan, *, use_vectors: bool, f
         return
     clip.motion_source, clip.flow_cell = "flow", 4.0
     clip.flows = [f[None] for f in flows]
+
+
+def _stack_fields(fields: list[np.ndarray]) -> np.ndarray:
+    """``[(2, h, w)] * n -> (n, 2, h, w)``; one field as a view (the common window of one frame), none as (0, 2, 1, 1)."""
+    if not fields:
+        return np.zeros((0, 2, 1, 1), np.float32)
+    return fields[0][None] if len(fields) == 1 else np.stack(fields)
 
 
 def _empty_like_stream(stream: av.video.stream.VideoStream, short_side: int | None) -> np.ndarray:

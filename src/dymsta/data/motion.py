@@ -26,6 +26,7 @@ time (where a block's content moves to in the next frame).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
     "flow_histogram",
     "flow_image",
     "rasterize_vectors",
+    "rasterize_frames",
     "rgb_difference",
     "rotate_flow",
     "stream_settings",
@@ -184,17 +186,30 @@ def rasterize_vectors(vectors: np.ndarray, height: int, width: int, *, cell: int
     Returns:
         float32 ``(2, ceil(height / cell), ceil(width / cell))``, (dx, dy) in coded pixels per frame.
     """
+    return rasterize_frames([vectors], height, width, cell=cell)[0]
+
+
+def rasterize_frames(frames: Sequence[np.ndarray], height: int, width: int, *, cell: int = 16) -> np.ndarray:
+    """:func:`rasterize_vectors` of several frames (same coded size) in one pass: ``(F, 2, h_cells, w_cells)``.
+
+    One set of NumPy calls for the whole clip: per frame they cost ~80 us for a few hundred vectors, half of
+    decoding the frame, while the work itself is a few microseconds.
+    """
     hr, wr = -(-height // cell), -(-width // cell)
-    if len(vectors) == 0:
-        return np.zeros((2, hr, wr), np.float32)
-    gain = np.where(vectors["source"] < 0, -1.0, 1.0) / np.maximum(vectors["motion_scale"], 1)
-    cx = np.clip(vectors["dst_x"] // cell, 0, wr - 1).astype(np.int64)
-    cy = np.clip(vectors["dst_y"] // cell, 0, hr - 1).astype(np.int64)
-    index = cy * wr + cx
-    count = np.maximum(np.bincount(index, minlength=hr * wr), 1)
-    dx = np.bincount(index, gain * vectors["motion_x"], hr * wr) / count
-    dy = np.bincount(index, gain * vectors["motion_y"], hr * wr) / count
-    return np.stack([dx, dy]).reshape(2, hr, wr).astype(np.float32)
+    cells = hr * wr
+    if not frames:
+        return np.zeros((0, 2, hr, wr), np.float32)
+    v = np.frombuffer(b"".join(f.tobytes() for f in frames), frames[0].dtype)  # np.concatenate of records: ~20x slower
+    frame_of = np.repeat(np.arange(len(frames)), [len(f) for f in frames])  # (N,) each vector's frame
+    gain = np.where(v["source"] < 0, -1.0, 1.0) / np.maximum(v["motion_scale"], 1)
+    cx = np.clip(v["dst_x"] // cell, 0, wr - 1).astype(np.int64)
+    cy = np.clip(v["dst_y"] // cell, 0, hr - 1).astype(np.int64)
+    index = frame_of * cells + cy * wr + cx
+    size = len(frames) * cells
+    count = np.maximum(np.bincount(index, minlength=size), 1)
+    dx = np.bincount(index, gain * v["motion_x"], size) / count
+    dy = np.bincount(index, gain * v["motion_y"], size) / count
+    return np.stack([dx.reshape(-1, hr, wr), dy.reshape(-1, hr, wr)], axis=1).astype(np.float32)
 
 
 def rotate_flow(field: np.ndarray, rotation: int) -> np.ndarray:
