@@ -25,27 +25,39 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_store(path: Path, videos: int, views: int, shape: tuple[int, ...], classes: int) -> None:
-    """A finished cache folder with random features (the layout FeatureStore reads)."""
+def make_store(
+    path: Path, videos: int, views: int, shape: tuple[int, ...], classes: int, streams: tuple[str, ...] = ("rgb",)
+) -> None:
+    """A finished cache folder with random fp16 features, one file per stream (the layout FeatureStore reads)."""
     path.mkdir(parents=True)
     rows = videos * views
-    mm = np.lib.format.open_memmap(path / "features.npy", mode="w+", dtype=np.float16, shape=(rows, *shape))
     rng = np.random.default_rng(0)
-    for i in range(rows):
-        mm[i] = rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
-    mm.flush()
-    offset = mm.offset
-    del mm
+    entries = {}
+    for name in streams:
+        file = f"{name}-bench.npy"
+        mm = np.lib.format.open_memmap(path / file, mode="w+", dtype=np.float16, shape=(rows, *shape))
+        for i in range(rows):
+            mm[i] = rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
+        mm.flush()
+        offset = mm.offset
+        del mm
+        entries[f"{name}-bench"] = {
+            "name": name,
+            "settings": "bench",
+            "dtype": "float16",
+            "file": file,
+            "row_shape": list(shape),
+            "data_offset": offset,
+            "valid": [True] * rows,
+        }
     index = {
+        "version": 2,
         "key": "bench",
         "spec": {},
         "video_ids": [f"v{i}" for i in range(videos)],
         "labels": [i % classes for i in range(videos)],
         "views": views,
-        "valid": [True] * rows,
-        "row_shape": list(shape),
-        "dtype": "float16",
-        "data_offset": offset,
+        "streams": entries,
         "complete": True,
     }
     (path / "index.json").write_text(json.dumps(index))
@@ -109,7 +121,7 @@ def main() -> None:
                 text=True,
             ).stdout
             res = json.loads(out.strip().splitlines()[-1])
-            size_mib = (store / "features.npy").stat().st_size / 2**20
+            size_mib = (store / "rgb-bench.npy").stat().st_size / 2**20
             results.append({"scale": scale, "videos": videos * scale, "cache_mib": round(size_mib, 1), **res})
             print(
                 f"{scale}x  {videos * scale:6d} videos  cache {size_mib:8.1f} MiB  peak RSS {res['peak_rss_mib']:8.1f} "

@@ -9,8 +9,11 @@ over the last ``--tail`` epochs of every fold: a steadier number than the maximu
     python scripts/group_cv.py --config ucf101_mini --set cache.dir=runs/cache \\
         --variant base= --variant mixup=train.mixup=0.4 --variant tsn=model.arch=tsn
 
-A variant is ``NAME=KEY=VALUE[,KEY=VALUE...]`` applied on top of the recipe and ``--set``. Output: one JSON line
-per variant, and ``--out`` (JSON) with every fold's curves.
+A variant is ``NAME=KEY=VALUE[,KEY=VALUE...]`` applied on top of the recipe and ``--set``. The features are read
+once, with ``--set`` only, so a variant may change the head, its training and which cached streams it reads
+(``data.modalities``), but not how features are made (``data.motion.*``, sizes, the backbone): those are refused
+and go in ``--set``, one run per setting. Output: one JSON line per variant, and ``--out`` (JSON) with every
+fold's curves.
 """
 
 from __future__ import annotations
@@ -117,6 +120,18 @@ def split_overrides(sets: str) -> list[str]:
     return [s for s in [*out, current] if s]
 
 
+FEATURE_KEYS = ("data.motion.", "data.size", "data.num_frames", "data.resize", "data.crop_scale", "data.hflip")
+FEATURE_KEYS += ("data.seed", "model.backbone", "model.runtime", "model.pretrained", "cache.")
+
+
+def check_variant(name: str, overrides: list[str]) -> None:
+    """Refuse a variant that changes how the (already read) features are made: it would silently not apply."""
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key.startswith(FEATURE_KEYS):
+            raise SystemExit(f"--variant {name}: {key} changes the cached features; pass it with --set instead")
+
+
 def fold_of_groups(groups: list[str], folds: int) -> list[list[int]]:
     """Indices of the videos of each fold: sorted groups dealt into ``folds`` contiguous blocks."""
     names = sorted(set(groups))
@@ -185,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     path = recipe_path(args.config)
+    for spec in args.variant:  # before the (minutes-long) read of the features
+        name, _, sets = spec.partition("=")
+        check_variant(name, split_overrides(sets))
     feats, labels, groups = load_all_features(load_config(path, args.set), Path("runs/group_cv"), uint8=args.uint8)
     folds = fold_of_groups(groups, args.folds)
     results = {}

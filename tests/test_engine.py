@@ -175,8 +175,16 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(synth_root: Path, tmp_pa
     other = cache_of(p, p.splits.val, cache, CacheSpec(**{**spec.__dict__, "views": 1, "seed": 1}))
     assert other.path != first.path  # any setting change -> a new cache
     video = Path(p.splits.val[0].path)
-    os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))  # a changed file -> a new key
-    assert spec.key(p.splits.val) != first.index["key"]
+    os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))  # a copied dataset: new mtimes, same bytes
+    assert spec.key(p.splits.val) == first.index["key"]
+    original = video.read_bytes()
+    changed = bytearray(original)
+    changed[-100] ^= 0xFF  # the same size, one byte of its end changed: a new key
+    try:
+        video.write_bytes(bytes(changed))
+        assert spec.key(p.splits.val) != first.index["key"]
+    finally:
+        video.write_bytes(original)  # the module's other tests share these videos
 
 
 def test_interrupted_cache_build_never_looks_complete(synth_root: Path, tmp_path: Path) -> None:

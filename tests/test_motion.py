@@ -18,6 +18,7 @@ from dymsta.data.motion import (
     MotionSettings,
     check_modalities,
     crop_flow,
+    flow_curl,
     flow_histogram,
     flow_image,
     rasterize_frames,
@@ -144,6 +145,20 @@ def test_flow_image_and_histogram_encode_direction() -> None:
     assert left[0].min() == 1.0  # angle pi -> bin 0
 
 
+def test_curl_channel_tells_clockwise_from_counter_clockwise() -> None:
+    y, x = torch.meshgrid(torch.arange(9.0) - 4, torch.arange(9.0) - 4, indexing="ij")  # y points down
+    omega = 0.25  # radians per frame, clockwise on screen: the top moves right, the right side moves down
+    clockwise = torch.stack([-omega * y, omega * x])[None]  # (1, 2, 9, 9)
+    torch.testing.assert_close(flow_curl(clockwise), torch.full((1, 9, 9), 2 * omega))
+    cw = flow_image(clockwise, scale=8.0, third="curl")
+    ccw = flow_image(-clockwise, scale=8.0, third="curl")
+    assert (cw[..., 2] == 132).all() and (ccw[..., 2] == 124).all()  # 128 +- 8 * 2 * 0.25
+    assert torch.equal(cw[..., :2], flow_image(clockwise, scale=8.0)[..., :2])  # dx, dy as with magnitude
+    assert not flow_curl(torch.ones(1, 2, 1, 1)).any()  # a one-cell field has no curl
+    with pytest.raises(ValueError, match="data.motion.mv_image"):
+        flow_image(clockwise, scale=8.0, third="shear")
+
+
 def test_rgb_difference_modes() -> None:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
@@ -173,6 +188,12 @@ def test_motion_windows_and_settings() -> None:
     with pytest.raises(ValueError, match="data.motion.rgbdiff"):
         MotionSettings(rgbdiff="stack").validate()
     assert stream_settings("mv", MotionSettings()) != stream_settings("mv", MotionSettings(mv_scale=4.0))
+    flow = stream_settings("mv", MotionSettings(mv_source="flow"))
+    assert flow != stream_settings("mv", MotionSettings()) and flow == stream_settings(
+        "mv", MotionSettings(mv_source="flow", mv_window=0)
+    )  # the window does not apply to optical flow
+    with pytest.raises(ValueError, match="data.motion.mv_source"):
+        MotionSettings(mv_source="dense").validate()
 
 
 # -------------------------------------------------------------------------------------------------- real videos
@@ -189,10 +210,11 @@ def square_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _square_flow(path: Path, fallback: str = "flow") -> tuple[str, np.ndarray]:
+def _square_flow(path: Path, fallback: str = "flow", source: str = "codec") -> tuple[str, np.ndarray]:
     """Mean forward flow (dx, dy) inside the moving square over frames 4..12, and where it came from."""
     idx = list(range(4, 12))
-    clip = read_clip(path, idx, motion_windows=[(i, i + 1) for i in idx], motion_fallback=fallback)
+    windows = [(i, i + 1) for i in idx]
+    clip = read_clip(path, idx, motion_windows=windows, motion_fallback=fallback, motion_source=source)
     assert len(clip.flows) == len(idx) and clip.frames.shape == (8, 96, 96, 3)
     means = []
     for i, fields in zip(idx, clip.flows, strict=True):
@@ -220,6 +242,17 @@ def test_vp9_has_no_vectors_and_falls_back_to_optical_flow(square_videos: dict[s
     assert 2.0 < dx < 6.0 and abs(dy) < 1.0, (dx, dy)
     source, flow = _square_flow(square_videos["libvpx-vp9"], fallback="zeros")
     assert source == "none" and not flow.any()
+
+
+def test_flow_source_gives_optical_flow_even_where_the_codec_has_vectors(square_videos: dict[str, Path]) -> None:
+    pytest.importorskip("cv2")
+    source, (dx, dy) = _square_flow(square_videos["libx264"], fallback="zeros", source="flow")
+    assert source == "flow"  # mv_source=flow overrides the fallback setting too
+    assert 2.0 < dx < 6.0 and abs(dy) < 1.0, (dx, dy)
+    with pytest.raises(ValueError, match="motion_source"):
+        _square_flow(square_videos["libx264"], source="vectors")
+    ds = _square_dataset(square_videos["mpeg4"], modalities=("rgb", "mv"), motion=MotionSettings(mv_source="flow"))
+    assert ds[0] is not None and ds.motion_fallbacks == {}  # chosen, not a fallback: nothing to count
 
 
 def _square_dataset(path: Path, **kw) -> VideoClipDataset:

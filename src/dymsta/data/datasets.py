@@ -228,7 +228,7 @@ class VideoClipDataset(Dataset):
         """The streams of a decoded clip: its frames cropped and flipped as view ``view`` of this dataset's mode
         (``rng`` for the random draws of augment views), motion streams made, normalised unless ``uint8``."""
         box, flip = self._box_and_flip(clip.frames.shape[1], clip.frames.shape[2], view, rng)
-        if "mv" in self.modalities and clip.motion_source != "codec":
+        if "mv" in self.modalities and clip.motion_source != "codec" and self.motion.mv_source == "codec":
             if self._motion_notes.add(path, clip.motion_source):
                 if clip.motion_source == "none":
                     log.warning("%s: no motion vectors and no optical-flow fallback; its mv stream is zeros", path)
@@ -289,6 +289,7 @@ class VideoClipDataset(Dataset):
             following=following,
             motion_windows=windows,
             motion_fallback=self.motion.mv_fallback,
+            motion_source=self.motion.mv_source,
             strict=False,
         )
 
@@ -321,7 +322,9 @@ class VideoClipDataset(Dataset):
         """uint8 ``(T, size, size, 3)`` flow images: made at 1/8 of the size (the fields are 16-pixel blocks, so
         nothing finer exists), then resized up."""
         low = max(8, -(-self.size // 8))
-        images = torch.stack([M.flow_image(f, scale=self.motion.mv_scale) for f in self._flows(clip, box, flip, low)])
+        m = self.motion
+        flows = self._flows(clip, box, flip, low)
+        images = torch.stack([M.flow_image(f, scale=m.mv_scale, third=m.mv_image) for f in flows])
         return resize(images, self.size, self.size, antialias=False)  # (T, low, low, 3) -> (T, size, size, 3)
 
     def _motion_histogram(self, clip: DecodedClip, box: CropBox, flip: bool) -> torch.Tensor:

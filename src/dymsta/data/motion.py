@@ -55,6 +55,8 @@ IMAGE_MODALITIES = ("rgb", "rgbdiff", "mv")  # streams that are images for the b
 RGBDIFF_MODES = ("signed", "abs", "gray3")
 MV_ENCODINGS = ("image", "hist")
 MV_FALLBACKS = ("flow", "zeros")
+MV_SOURCES = ("codec", "flow")
+MV_IMAGES = ("magnitude", "curl")
 # FFmpeg decoders that export motion vectors (libavcodec's mpegvideo family and H.264).
 MOTION_VECTOR_CODECS = frozenset(
     {"mpeg4", "h264", "mpeg1video", "mpeg2video", "h263", "h263p", "h261", "msmpeg4v1", "msmpeg4v2", "msmpeg4v3"}
@@ -77,6 +79,9 @@ class MotionSettings:
         mv_window: frames whose vectors are averaged around each sampled frame (0 = the whole TSN segment).
         mv_bins: orientation bins of the ``hist`` encoding.
         mv_fallback: ``flow`` (OpenCV DIS optical flow) | ``zeros``, for codecs that export no vectors.
+        mv_source: ``codec`` (the vectors, else the fallback) | ``flow`` (DIS optical flow for every file, from
+            each sampled frame to the next; ``mv_window`` is then unused).
+        mv_image: third channel of the ``image`` encoding: ``magnitude`` | ``curl`` (:func:`flow_image`).
     """
 
     rgbdiff: str = "signed"
@@ -86,6 +91,8 @@ class MotionSettings:
     mv_window: int = 1
     mv_bins: int = 8
     mv_fallback: str = "flow"
+    mv_source: str = "codec"
+    mv_image: str = "magnitude"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the ``data.motion.*`` key of a bad value."""
@@ -93,6 +100,8 @@ class MotionSettings:
             ("rgbdiff", self.rgbdiff, RGBDIFF_MODES),
             ("mv_encoding", self.mv_encoding, MV_ENCODINGS),
             ("mv_fallback", self.mv_fallback, MV_FALLBACKS),
+            ("mv_source", self.mv_source, MV_SOURCES),
+            ("mv_image", self.mv_image, MV_IMAGES),
         ):
             if value not in choices:
                 raise ValueError(f"data.motion.{key} must be one of {', '.join(choices)}; got {value!r}")
@@ -121,6 +130,10 @@ def stream_settings(name: str, motion: MotionSettings) -> str:
         return f"{MOTION_VERSION},{m.rgbdiff},{m.rgbdiff_scale}"
     if name == "mv":
         bins = f",bins={m.mv_bins}" if m.mv_encoding == "hist" else ""
+        if m.mv_encoding == "image" and m.mv_image != "magnitude":  # (magnitude ids predate mv_image)
+            bins = f",third={m.mv_image}"
+        if m.mv_source == "flow":  # (codec-source ids are those of the caches built before mv_source existed)
+            return f"{MOTION_VERSION},{m.mv_encoding},{m.mv_scale}{bins},source=flow"
         return f"{MOTION_VERSION},{m.mv_encoding},{m.mv_scale},window={m.mv_window}{bins},fallback={m.mv_fallback}"
     return MOTION_VERSION
 
@@ -261,18 +274,36 @@ def remove_camera_motion(flows: torch.Tensor) -> torch.Tensor:
     return flows - median[:, :, None, None]
 
 
-def flow_image(flows: torch.Tensor, *, scale: float) -> torch.Tensor:
+def flow_image(flows: torch.Tensor, *, scale: float, third: str = "magnitude") -> torch.Tensor:
     """Encode flow as an image for the frozen backbone; the mean over the ``F`` frames of a window.
 
-    Channels: ``128 + scale * dx``, ``128 + scale * dy``, ``2 * scale * |d|`` (the magnitude does not cancel when
-    the motion of a window goes back and forth).
+    Channels: ``128 + scale * dx``, ``128 + scale * dy``, and ``third``: ``magnitude`` ``2 * scale * |d|`` (does not
+    cancel when the motion of a window goes back and forth) or ``curl`` ``128 + scale * curl`` (the vorticity
+    ``d(dy)/dx - d(dx)/dy`` per cell of the field: turning motion as a bright (clockwise on screen) or dark blob,
+    which a frozen backbone reads far more easily than the arrangement of dx and dy around an object; the
+    divergence-curl descriptors of Jain et al., CVPR 2013).
 
     Shapes: ``(F, 2, S, S) -> uint8 (S, S, 3)``.
     """
     dx, dy = flows[:, 0], flows[:, 1]
-    mag = torch.sqrt(dx * dx + dy * dy)
-    img = torch.stack([128.0 + scale * dx, 128.0 + scale * dy, 2.0 * scale * mag], dim=-1).mean(0)  # (S, S, 3)
+    if third == "curl":
+        extra = 128.0 + scale * flow_curl(flows)
+    elif third == "magnitude":
+        extra = 2.0 * scale * torch.sqrt(dx * dx + dy * dy)
+    else:
+        raise ValueError(f"data.motion.mv_image must be one of {', '.join(MV_IMAGES)}; got {third!r}")
+    img = torch.stack([128.0 + scale * dx, 128.0 + scale * dy, extra], dim=-1).mean(0)  # (S, S, 3)
     return img.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def flow_curl(flows: torch.Tensor) -> torch.Tensor:
+    """Vorticity ``d(dy)/dx - d(dx)/dy`` of flow fields, central differences in field cells (one-sided at the
+    border). With y pointing down, clockwise turning on screen is positive. ``(F, 2, S, S) -> (F, S, S)``."""
+    if min(flows.shape[-2:]) < 2:
+        return torch.zeros_like(flows[:, 0])
+    d_dy_dx = torch.gradient(flows[:, 1], dim=-1)[0]
+    d_dx_dy = torch.gradient(flows[:, 0], dim=-2)[0]
+    return d_dy_dx - d_dx_dy
 
 
 def flow_histogram(flows: torch.Tensor, *, bins: int, grid: tuple[int, int]) -> torch.Tensor:

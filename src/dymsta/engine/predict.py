@@ -489,8 +489,14 @@ class Predictor:
         probs: list[np.ndarray] = []
         batch: list[dict[str, torch.Tensor]] = []
         decoded, ended = 0, False
+        motion = self.spec.motion
         stream = stream_clips(
-            path, requests(), short_side=clips.resize, motion_fallback=self.spec.motion.mv_fallback, strict=False
+            path,
+            requests(),
+            short_side=clips.resize,
+            motion_fallback=motion.mv_fallback,
+            motion_source=motion.mv_source,
+            strict=False,
         )
         for clip in stream:
             decoded, ended = clip.num_decoded, ended or clip.ended_early
