@@ -103,8 +103,9 @@ def uint8_features(data):
 
 
 def select(feats: dict[str, torch.Tensor], streams: tuple[str, ...], index, view=None) -> dict[str, torch.Tensor]:
-    """The model's streams of videos ``index`` (and cached ``view`` per video, else view 0), as float32."""
-    return {s: (feats[s][index, 0] if view is None else feats[s][index, view]).float() for s in streams}
+    """The model's streams of videos ``index`` (and cached ``view`` per video, else view 0), float16 as cached: the
+    head casts them to its compute dtype in one copy (as training from the cache does)."""
+    return {s: feats[s][index, 0] if view is None else feats[s][index, view] for s in streams}
 
 
 def split_overrides(sets: str) -> list[str]:
