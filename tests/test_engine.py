@@ -285,6 +285,26 @@ def test_uint8_storage_is_within_half_a_step() -> None:
     assert err[3].max() == 0
 
 
+def test_float16_rows_read_as_stored_give_the_float32_reference_logits(synth_root: Path, tmp_path: Path) -> None:
+    """The fast read (float16 rows kept as stored, one cast in the head) == rows copied to float32 first."""
+    cfg = tiny_cfg(synth_root, tmp_path / "cache", "train.amp=none")
+    p = build_pipeline(cfg, tmp_path / "run")
+    store = cache_of(p, p.splits.val, tmp_path / "cache", eval_spec(p))  # float16 storage
+    fast = CachedClips(store, per_video=False, grid=0)
+    pooled = CachedClips(store, per_video=False, grid=1)
+    items = [fast[i] for i in range(len(fast))]
+    assert all(f["rgb"].dtype == torch.float16 for f, _, _ in items)  # no per-row copy
+    assert pooled[0][0]["rgb"].dtype == torch.float32  # pooled in float32, not rounded back to float16
+    reference = [
+        ({k: torch.from_numpy(v.astype(np.float32)) for k, v in store.row(i).items()}, 0, "") for i in range(len(fast))
+    ]
+    batch, ref_batch = collate_features(items), collate_features(reference)
+    torch.testing.assert_close(batch["inputs"]["rgb"].float(), ref_batch["inputs"]["rgb"], rtol=0, atol=0)
+    net = HeadNet(p.model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(batch["inputs"]), net(ref_batch["inputs"]), rtol=0, atol=0)
+
+
 def test_training_from_cache_equals_training_through_the_backbone(synth_root: Path, tmp_path: Path) -> None:
     """Same clips, same order, same seed: the head trained on cached fp32 features == trained end to end."""
     cfg = tiny_cfg(synth_root, tmp_path / "cache", "cache.dtype=float32", "train.amp=none")
