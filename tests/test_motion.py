@@ -255,6 +255,19 @@ def test_flow_source_gives_optical_flow_even_where_the_codec_has_vectors(square_
     assert ds[0] is not None and ds.motion_fallbacks == {}  # chosen, not a fallback: nothing to count
 
 
+def test_flow_source_without_opencv_warns_and_counts_the_zeros(
+    square_videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import dymsta.data.motion as motion
+
+    monkeypatch.setattr(motion, "dis_flow", lambda *a, **k: None)  # what dis_flow gives when cv2 is missing
+    ds = _square_dataset(square_videos["mpeg4"], modalities=("rgb", "mv"), motion=MotionSettings(mv_source="flow"))
+    with caplog.at_level(logging.WARNING, logger="dymsta.data.datasets"):
+        assert ds[0] is not None
+    assert ds.motion_fallbacks == {str(square_videos["mpeg4"]): "none"}
+    assert any("no optical-flow fallback" in r.getMessage() for r in caplog.records)
+
+
 def _square_dataset(path: Path, **kw) -> VideoClipDataset:
     record = VideoRecord(path=str(path), label=0, video_id=path.name, group="g", num_frames=24, fps=25.0)
     args = {

@@ -228,7 +228,7 @@ class VideoClipDataset(Dataset):
         """The streams of a decoded clip: its frames cropped and flipped as view ``view`` of this dataset's mode
         (``rng`` for the random draws of augment views), motion streams made, normalised unless ``uint8``."""
         box, flip = self._box_and_flip(clip.frames.shape[1], clip.frames.shape[2], view, rng)
-        if "mv" in self.modalities and clip.motion_source != "codec" and self.motion.mv_source == "codec":
+        if "mv" in self.modalities and clip.motion_source != self.motion.mv_source:  # a fallback, or zeros
             if self._motion_notes.add(path, clip.motion_source):
                 if clip.motion_source == "none":
                     log.warning("%s: no motion vectors and no optical-flow fallback; its mv stream is zeros", path)

@@ -461,7 +461,7 @@ def _stream(
     """:func:`stream_clips`; ``from_start``: clips start at frame 0, so even one wholly past the end is yielded
     (with the last decodable frame), as :func:`read_clip` promises; ``to_end``: decode to the end of the stream
     and hold every clip until then, so that each reports the stream's real frame count (one clip, read_clip)."""
-    from dymsta.data.motion import MOTION_VECTOR_CODECS
+    from dymsta.data.motion import MOTION_VECTOR_CODECS, MV_SOURCES
 
     pending_requests = iter(requests)
     first = next(pending_requests, None)
@@ -470,8 +470,8 @@ def _stream(
     _check_file(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        if motion_source not in ("codec", "flow"):
-            raise ValueError(f"motion_source must be codec or flow, got {motion_source!r}")
+        if motion_source not in MV_SOURCES:
+            raise ValueError(f"motion_source must be one of {', '.join(MV_SOURCES)}, got {motion_source!r}")
         if motion_source == "flow":
             motion_fallback = "flow"
         has_vectors = stream.codec_context.name in MOTION_VECTOR_CODECS

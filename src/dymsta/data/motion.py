@@ -129,12 +129,13 @@ def stream_settings(name: str, motion: MotionSettings) -> str:
     if name == "rgbdiff":
         return f"{MOTION_VERSION},{m.rgbdiff},{m.rgbdiff_scale}"
     if name == "mv":
-        bins = f",bins={m.mv_bins}" if m.mv_encoding == "hist" else ""
+        encoding = f",bins={m.mv_bins}" if m.mv_encoding == "hist" else ""
         if m.mv_encoding == "image" and m.mv_image != "magnitude":  # (magnitude ids predate mv_image)
-            bins = f",third={m.mv_image}"
+            encoding = f",third={m.mv_image}"
         if m.mv_source == "flow":  # (codec-source ids are those of the caches built before mv_source existed)
-            return f"{MOTION_VERSION},{m.mv_encoding},{m.mv_scale}{bins},source=flow"
-        return f"{MOTION_VERSION},{m.mv_encoding},{m.mv_scale},window={m.mv_window}{bins},fallback={m.mv_fallback}"
+            return f"{MOTION_VERSION},{m.mv_encoding},{m.mv_scale}{encoding},source=flow"
+        window = f"window={m.mv_window}"
+        return f"{MOTION_VERSION},{m.mv_encoding},{m.mv_scale},{window}{encoding},fallback={m.mv_fallback}"
     return MOTION_VERSION
 
 

@@ -91,7 +91,8 @@ def content_stamp(path: str | os.PathLike) -> str:
     """A video file's identity for cache keys: its size and a hash of its first and last ``STAMP_BYTES``.
 
     Not its mtime: a dataset copied to another disk or machine (new mtimes, same bytes) keeps its caches, while a
-    re-encoded or truncated file gets a new key. 32 KiB read per file (13,320 UCF101 videos: ~0.4 GB, seconds).
+    re-encoded or truncated file gets a new key. 32 KiB read per file: 0.63 ms a file from a cold page cache on
+    ucf101-mini here (410 files in 0.26 s; 0.025 s warm), so about 8 s for UCF101's 13,320 on a cold start.
     """
     try:
         with open(path, "rb") as f:
