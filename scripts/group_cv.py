@@ -24,6 +24,7 @@ import logging
 import math
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 
 from dymsta.config import load_config, recipe_path
 from dymsta.data.splits import ucf101_group
+from dymsta.engine.averaging import WeightEMA
 from dymsta.engine.cache import dequantize, quantize
 from dymsta.engine.loops import evaluate, train_one_epoch
 from dymsta.engine.optim import LRSchedule, build_optimizer
@@ -142,7 +144,8 @@ def fold_of_groups(groups: list[str], folds: int) -> list[list[int]]:
 
 
 def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) -> list[dict[str, float]]:
-    """Train a fresh head on ``train_idx`` (a random cached view per video and epoch); validate on view 0."""
+    """Train a fresh head on ``train_idx`` (a random cached view per video and epoch); validate on view 0 (with
+    the averaged weights when ``train.ema`` is set, as a run does)."""
     torch.manual_seed(seed)
     model = build_model(cfg.model)
     net = HeadNet(model)
@@ -160,6 +163,7 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
         }
         for i in range(0, len(val_idx), 64)
     ]
+    ema = WeightEMA(model, cfg.train.ema) if cfg.train.ema else None
     curve = []
     rng = np.random.default_rng(seed)
     views = next(iter(feats.values())).shape[1]
@@ -190,8 +194,10 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
             label_smoothing=cfg.train.label_smoothing,
             mixup=cfg.train.mixup,
             rng=rng,
+            ema=ema,
         )
-        va = evaluate(net, val_batches, device=device, amp_dtype=amp)
+        with ema.applied() if ema else nullcontext():
+            va = evaluate(net, val_batches, device=device, amp_dtype=amp)
         schedule.end_epoch(va["loss"])
         curve.append({"train_acc": tr["acc"], "val_acc": va["acc"], "val_loss": va["loss"], "lr": schedule.lr})
     return curve

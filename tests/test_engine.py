@@ -416,10 +416,23 @@ def _rows(run: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "metrics.csv").open())]
 
 
+def test_checkpoints_hold_the_weight_average(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ema"
+    train(tiny_cfg(synth_root, cache_dir, "train.ema=0.5"), run)
+    state = load_file(str(run / "checkpoints" / "state.safetensors"))
+    last = _weights(run)
+    head = [k for k in last if not k.startswith("backbone.") and last[k].is_floating_point()]
+    assert head
+    for k in head:
+        assert torch.equal(last[k], state[f"ema.{k}"].to(last[k].dtype)), k  # checkpoints: the average
+    assert any(not torch.equal(last[k], state[f"model.{k}"]) for k in head)  # the state: the raw weights too
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     epochs = 30
-    streams = ("data.modalities=[rgb,mv]", "data.motion.mv_encoding=hist")  # resume with a motion stream
+    # resume with a motion stream and the weight average (its tensors and step count travel in the state file)
+    streams = ("data.modalities=[rgb,mv]", "data.motion.mv_encoding=hist", "train.ema=0.9")
     args = _train_args(
         synth_root, cache_dir, "train.threads=1", "train.deterministic=true", f"train.epochs={epochs}", *streams
     )

@@ -100,6 +100,7 @@ class TrainConfig:
     batch_size: int = 32
     label_smoothing: float = 0.1
     mixup: float = 0.0  # Beta(a, a) mixup of inputs/labels within each batch (cached features or clips); 0 = off
+    ema: float = 0.0  # per-step decay of an average of the head's weights, used for validation and checkpoints; 0 = off
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     amp: str = "auto"  # auto (bf16 on CPU/CUDA) | bf16 | fp16 (CUDA, with GradScaler) | none
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
@@ -145,6 +146,8 @@ class Config:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
         if self.train.mixup < 0:
             raise ConfigError(f"train.mixup must be >= 0 (0 = off), got {self.train.mixup}")
+        if not 0.0 <= self.train.ema < 1.0:
+            raise ConfigError(f"train.ema must be in [0, 1) (0 = off; e.g. 0.99), got {self.train.ema}")
         if not 0.0 <= self.train.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
         if self.model.num_frames != self.data.num_frames:

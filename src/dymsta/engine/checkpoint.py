@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from dymsta.engine.averaging import WeightEMA
 from dymsta.utils import atomic_path
 
 __all__ = ["CheckpointError", "save_training_state", "load_training_state", "rng_state", "set_rng_state"]
@@ -86,6 +87,7 @@ def save_training_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     info: dict[str, Any],
+    ema: WeightEMA | None = None,
 ) -> None:
     """Write the whole resumable state to one safetensors file atomically.
 
@@ -94,10 +96,14 @@ def save_training_state(
         model: the bare model (not the DDP wrapper).
         optimizer: its optimiser.
         info: JSON-able facts: ``epoch`` (last finished, 0-based), ``best``, ``schedule``, ``config``, ``classes``...
+        ema: the run's weight average (``train.ema``), saved beside the weights (``ema.*``, its step count in info).
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
+    if ema is not None:
+        tensors.update(ema.state_tensors())
+        info = {**info, "ema_steps": ema.steps}
     meta = {
         "format": "dymsta-train-state-1",
         "info": json.dumps(info),
@@ -109,9 +115,13 @@ def save_training_state(
 
 
 def load_training_state(
-    path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+    path: str | Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema: WeightEMA | None = None,
 ) -> dict[str, Any]:
-    """Restore model (and optimiser, RNG) from :func:`save_training_state`; returns its ``info`` dict."""
+    """Restore model (and optimiser, weight average, RNG) from :func:`save_training_state`; returns its ``info``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no training state at {path} (nothing to resume)")
@@ -125,5 +135,8 @@ def load_training_state(
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     if optimizer is not None:
         optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(meta["optim"])))
+    info = json.loads(meta["info"])
+    if ema is not None:
+        ema.load_state_tensors(tensors, info.get("ema_steps", 0))
     set_rng_state(json.loads(meta["rng"]))
-    return json.loads(meta["info"])
+    return info

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from dymsta.engine import distributed as D
+from dymsta.engine.averaging import WeightEMA
 from dymsta.utils import progress
 
 __all__ = [
@@ -115,6 +116,7 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     mixup: float = 0.0,
     rng: np.random.Generator | None = None,
+    ema: WeightEMA | None = None,
     desc: str = "train",
 ) -> dict[str, float]:
     """One pass over ``loader``; returns ``{"loss", "acc", "samples", "skipped"}`` summed over ranks.
@@ -125,6 +127,7 @@ def train_one_epoch(
     ``mixup > 0`` mixes every batch with a shuffled copy of itself (Zhang et al. 2018): inputs
     ``lam * x + (1 - lam) * x[perm]``, loss ``lam * CE(y) + (1 - lam) * CE(y[perm])``, ``lam ~ Beta(mixup, mixup)``
     drawn from ``rng``; under DDP each rank mixes within its share of the batch. Accuracy counts the labels ``y``.
+    ``ema`` (if given) folds the weights into its average after every optimiser step.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     net.train()
@@ -167,6 +170,8 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
+        if ema is not None:
+            ema.update()
         loss_sum += float(losses.detach().sum())
         correct += float((logits.argmax(1) == y).sum())
         samples += len(y)

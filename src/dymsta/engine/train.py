@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from dymsta.data.motion import stream_settings
 from dymsta.data.splits import check_root
 from dymsta.data.transforms import frames_to_input
 from dymsta.engine import distributed as D
+from dymsta.engine.averaging import WeightEMA
 from dymsta.engine.cache import CachedClips, CacheSpec, FeatureStore, StreamSpec, get_or_build_cache
 from dymsta.engine.calibration import TEMPERATURE_KEY, fit_temperature, softmax
 from dymsta.engine.checkpoint import load_training_state, save_training_state
@@ -372,6 +374,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
     schedule = LRSchedule(optimizer, cfg.optim, cfg.train.epochs)
     scaler = torch.amp.GradScaler("cuda") if p.amp_dtype == torch.float16 else None
+    ema = WeightEMA(model, cfg.train.ema) if cfg.train.ema else None
+    averaged = ema.applied if ema else nullcontext  # validation and checkpoints see the averaged head
     net = p.net()
     if D.is_distributed():
         ids = [device.index] if device.type == "cuda" else None
@@ -379,7 +383,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
 
     start_epoch, best, best_epoch, bad_epochs = 0, {"val_acc": -1.0, "val_loss": math.inf}, -1, 0
     if resume and state_file.exists():
-        info = load_training_state(state_file, model=model, optimizer=optimizer)
+        info = load_training_state(state_file, model=model, optimizer=optimizer, ema=ema)
         schedule.load_state_dict(info["schedule"])
         start_epoch, best, best_epoch, bad_epochs = info["epoch"] + 1, info["best"], info["best_epoch"], info["bad"]
         log.info("resumed from %s at epoch %d", state_file, start_epoch)
@@ -410,13 +414,15 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
                 label_smoothing=cfg.train.label_smoothing,
                 mixup=cfg.train.mixup,
                 rng=np.random.default_rng([cfg.train.seed, epoch, D.rank()]),
+                ema=ema,
                 desc=f"epoch {epoch + 1}",
             )
         except NonFiniteLossError as e:
             stopped = str(e)
             log.error("%s", e)
             break
-        va = evaluate(net, val_loader, device=device, amp_dtype=p.amp_dtype, desc="val") if val_loader else None
+        with averaged():
+            va = evaluate(net, val_loader, device=device, amp_dtype=p.amp_dtype, desc="val") if val_loader else None
         val_loss = va["loss"] if va else tr["loss"]
         val_acc = va["acc"] if va else tr["acc"]
         schedule.end_epoch(val_loss)
@@ -439,17 +445,19 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             # Order matters for a kill at any point: the metrics row first (a resumed run rewrites rows from its
             # first epoch on), the training state last (it alone decides where --resume starts).
             logger.log(row)
-            if improved:
-                save_model(
-                    model,
-                    ckpt_dir / "best.safetensors",
-                    metadata=_model_metadata(p, epoch=epoch + 1, val_acc=val_acc, val_loss=val_loss),
-                )
-            save_model(model, ckpt_dir / "last.safetensors", metadata=_model_metadata(p, epoch=epoch + 1))
+            with averaged():
+                if improved:
+                    save_model(
+                        model,
+                        ckpt_dir / "best.safetensors",
+                        metadata=_model_metadata(p, epoch=epoch + 1, val_acc=val_acc, val_loss=val_loss),
+                    )
+                save_model(model, ckpt_dir / "last.safetensors", metadata=_model_metadata(p, epoch=epoch + 1))
             save_training_state(
                 state_file,
                 model=model,
                 optimizer=optimizer,
+                ema=ema,
                 info={
                     "epoch": epoch,
                     "best": best,
