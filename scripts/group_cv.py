@@ -34,6 +34,7 @@ from dymsta.config import load_config, recipe_path
 from dymsta.data.splits import ucf101_group
 from dymsta.engine.averaging import WeightEMA
 from dymsta.engine.cache import dequantize, quantize
+from dymsta.engine.input_norm import fit_input_norm
 from dymsta.engine.loops import evaluate, train_one_epoch
 from dymsta.engine.optim import LRSchedule, build_optimizer
 from dymsta.engine.train import HeadNet, amp_dtype_for, build_pipeline
@@ -148,6 +149,14 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
     the averaged weights when ``train.ema`` is set, as a run does)."""
     torch.manual_seed(seed)
     model = build_model(cfg.model)
+    if model.input_norm is not None:  # the fold's own training videos, every cached view (as a run does)
+        fit_input_norm(
+            model,
+            (
+                {s: feats[s][train_idx[i : i + 64]].flatten(0, 1) for s in model.streams}
+                for i in range(0, len(train_idx), 64)
+            ),
+        )
     net = HeadNet(model)
     optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
     schedule = LRSchedule(optimizer, cfg.optim, epochs)

@@ -416,16 +416,29 @@ def _rows(run: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "metrics.csv").open())]
 
 
-def test_checkpoints_hold_the_weight_average(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_checkpoints_hold_the_weight_average_and_the_fitted_input_norm(
+    synth_root: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "ema"
-    train(tiny_cfg(synth_root, cache_dir, "train.ema=0.5"), run)
+    train(tiny_cfg(synth_root, cache_dir, "train.ema=0.5", "model.input_norm=true"), run)
     state = load_file(str(run / "checkpoints" / "state.safetensors"))
     last = _weights(run)
-    head = [k for k in last if not k.startswith("backbone.") and last[k].is_floating_point()]
+    head = [k for k in last if not k.startswith(("backbone.", "input_norm.")) and last[k].is_floating_point()]
     assert head
     for k in head:
-        assert torch.equal(last[k], state[f"ema.{k}"].to(last[k].dtype)), k  # checkpoints: the average
+        corrected = state[f"ema.{k}"] / (1 - 0.5 ** json.loads(load_meta(run)["info"])["ema_steps"])
+        torch.testing.assert_close(last[k], corrected.to(last[k].dtype), rtol=0, atol=0, msg=k)  # the average
     assert any(not torch.equal(last[k], state[f"model.{k}"]) for k in head)  # the state: the raw weights too
+    mean, inv_std = last["input_norm.rgb.mean"], last["input_norm.rgb.inv_std"]
+    assert mean.abs().sum() > 0 and not torch.allclose(inv_std, torch.ones_like(inv_std))  # fitted, not identity
+    torch.testing.assert_close(mean, state["model.input_norm.rgb.mean"], rtol=0, atol=1e-6)
+
+
+def load_meta(run: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(run / "checkpoints" / "state.safetensors"), framework="pt") as f:
+        return f.metadata()
 
 
 @pytest.mark.slow

@@ -43,15 +43,25 @@ def test_onnx_round_trip_equals_eager(tmp_path: Path, kw: dict) -> None:
         assert model(video).abs().max() > 100 * TOL  # the comparison is not trivially small
 
 
-@pytest.mark.parametrize("arch", ["dymsta", "tsn"])
-def test_multi_stream_export_has_one_input_per_stream(tmp_path: Path, arch: str) -> None:
+@pytest.mark.parametrize("arch,input_norm", [("dymsta", False), ("tsn", False), ("dymsta", True), ("linear", True)])
+def test_multi_stream_export_has_one_input_per_stream(tmp_path: Path, arch: str, input_norm: bool) -> None:
     import onnx
 
     from dymsta.models.export import example_inputs
 
     torch.manual_seed(0)
-    cfg = _cfg(arch=arch, streams=("rgb", "rgbdiff", "mv"), hist_channels=9, fusion="gated", **SMALL_BACKBONE)
+    cfg = _cfg(
+        arch=arch,
+        streams=("rgb", "rgbdiff", "mv"),
+        hist_channels=9,
+        fusion="gated",
+        input_norm=input_norm,
+        **SMALL_BACKBONE,
+    )
     model = build_model(cfg).eval()
+    for norm in (model.input_norm or {}).values():  # fitted statistics travel into the graph as constants
+        c = norm.mean.numel()
+        norm.set_statistics(torch.rand(c), torch.rand(c) + 0.5)
     path = export_onnx(model, tmp_path / "streams.onnx", size=64)
     names = [i.name for i in onnx.load(str(path)).graph.input]
     assert names == ["video", "rgbdiff", "mv"]

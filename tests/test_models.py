@@ -460,3 +460,59 @@ def test_baselines_concatenate_the_streams() -> None:
     with torch.no_grad():
         per_frame = torch.stack([tsn.classifier(joined[:, :, t]) for t in range(8)], 1)
         torch.testing.assert_close(tsn.forward_head(feats), per_frame.mean(1))
+
+
+# ---------------------------------------------------------------------- input standardisation (model.input_norm)
+
+
+def _fitted(arch: str, feats: dict[str, torch.Tensor]) -> torch.nn.Module:
+    from dymsta.engine.input_norm import fit_input_norm
+
+    model = build_model(_cfg(arch=arch, pretrained=False, streams=("rgb", "mv"), input_norm=True)).eval()
+    fit_input_norm(model, [{s: x[:3] for s, x in feats.items()}, {s: x[3:] for s, x in feats.items()}])
+    return model
+
+
+def test_fit_input_norm_gives_each_channels_mean_and_std() -> None:
+    torch.manual_seed(0)
+    feats = {s: torch.randn(5, 1280, 8, 2, 2) * 3 + 1 for s in ("rgb", "mv")}
+    model = _fitted("linear", feats)
+    for s, x in feats.items():
+        per_channel = x.double().transpose(0, 1).reshape(1280, -1)
+        torch.testing.assert_close(model.input_norm[s].mean.double(), per_channel.mean(1), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            1 / model.input_norm[s].inv_std.double(), per_channel.std(1, correction=0), atol=1e-5, rtol=1e-5
+        )
+
+
+@pytest.mark.parametrize("arch", ["dymsta", "tsn", "linear"])
+def test_input_norm_equals_the_plain_head_on_standardised_features(arch: str, tmp_path: Path) -> None:
+    """The reference: the same head without input_norm, fed features standardised by hand; then save and load."""
+    torch.manual_seed(0)
+    feats = {s: torch.rand(5, 1280, 8, 2, 2) * 4 for s in ("rgb", "mv")}
+    model = _fitted(arch, feats)
+    plain = build_model(dataclasses.replace(model.cfg, input_norm=False)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("input_norm.")})
+    by_hand = {}
+    for s, x in feats.items():
+        norm = model.input_norm[s]
+        by_hand[s] = (x - norm.mean.view(1, -1, 1, 1, 1)) * norm.inv_std.view(1, -1, 1, 1, 1)
+    with torch.no_grad():
+        expected = plain.forward_head(by_hand)
+        torch.testing.assert_close(model.forward_head(feats), expected, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(plain.forward_head(feats), expected, atol=1e-3)  # the statistics matter
+    save_model(model, tmp_path / "m.safetensors")
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_head(feats), model.forward_head(feats), rtol=0, atol=0)
+
+
+def test_input_norm_scales_a_dead_channel_by_one_over_eps() -> None:
+    from dymsta.models.layers import ChannelStandardize
+
+    norm = ChannelStandardize(2)
+    norm.set_statistics(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.0]))
+    x = torch.tensor([[2.0, 2.0]])  # (B=1, C=2)
+    torch.testing.assert_close(norm(x), torch.tensor([[2.0, 0.0]]))
+    torch.testing.assert_close(norm(x.T.contiguous().T, dim=-1), torch.tensor([[2.0, 0.0]]))
+    assert norm.inv_std[1].item() == pytest.approx(1000.0)

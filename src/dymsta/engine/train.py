@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,16 @@ from dymsta.engine.averaging import WeightEMA
 from dymsta.engine.cache import CachedClips, CacheSpec, FeatureStore, StreamSpec, get_or_build_cache
 from dymsta.engine.calibration import TEMPERATURE_KEY, fit_temperature, softmax
 from dymsta.engine.checkpoint import load_training_state, save_training_state
-from dymsta.engine.loops import EpochBatchSampler, NonFiniteLossError, collate_features, evaluate, train_one_epoch
+from dymsta.engine.input_norm import fit_input_norm
+from dymsta.engine.loops import (
+    EpochBatchSampler,
+    NonFiniteLossError,
+    as_batch,
+    collate_features,
+    evaluate,
+    to_device,
+    train_one_epoch,
+)
 from dymsta.engine.optim import LRSchedule, build_optimizer
 from dymsta.models import build_model, load_model, save_model
 from dymsta.reports import (
@@ -371,6 +381,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     cache_seconds = time.time() - t_cache
 
     model = p.model
+    if getattr(model, "input_norm", None) is not None and not (resume and state_file.exists()):
+        fit_input_norm(model, input_norm_batches(p, train_set, train_loader))  # a resumed run has its buffers
     optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
     schedule = LRSchedule(optimizer, cfg.optim, cfg.train.epochs)
     scaler = torch.amp.GradScaler("cuda") if p.amp_dtype == torch.float16 else None
@@ -548,6 +560,32 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     if stopped:
         raise NonFiniteLossError(stopped)
     return summary
+
+
+INPUT_NORM_ROWS = 4096  # cached rows (clip-views) the statistics are taken from, spread over the training set
+INPUT_NORM_BATCHES = 32  # training batches through the backbone when there is no feature cache
+
+
+def input_norm_batches(p: Pipeline, train_set: Any, train_loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    """Training features ``{stream: (B, C, T, h, w)}`` for :func:`fit_input_norm`: every cached view of every
+    training video (at most ``INPUT_NORM_ROWS``, evenly spaced; split over ranks), or without a cache the first
+    ``INPUT_NORM_BATCHES`` training batches through the frozen backbone."""
+    if isinstance(train_set, CachedClips):
+        store = train_set.store
+        rows = [v * store.views + k for v in train_set.items for k in store.valid_views(v)]
+        step = max(1, math.ceil(len(rows) / INPUT_NORM_ROWS))
+        rows = D.shard(rows[::step])
+        for i in range(0, len(rows), 64):
+            feats = [train_set.features(r) for r in rows[i : i + 64]]
+            yield {name: torch.stack([f[name] for f in feats]) for name in feats[0]}
+        return
+    for n, raw in enumerate(train_loader):
+        batch = as_batch(raw)
+        if n >= INPUT_NORM_BATCHES:
+            break
+        if batch is not None:
+            with torch.autocast(p.device.type, dtype=p.amp_dtype, enabled=p.amp_dtype is not None):
+                yield p.model.extract(to_device(batch["inputs"], p.device))
 
 
 def calibrate(p: Pipeline, val_loader: DataLoader | None, checkpoint: Path) -> dict[str, Any]:

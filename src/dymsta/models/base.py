@@ -13,6 +13,7 @@ from torch import nn
 
 from dymsta.models.backbone import FrameBackbone
 from dymsta.models.config import ModelConfig, ModelInputError
+from dymsta.models.layers import ChannelStandardize
 
 __all__ = ["FrameModel", "Streams", "as_streams", "feature_input"]
 
@@ -59,6 +60,15 @@ class FrameModel(nn.Module):
         self.backbone = backbone
         self.streams = tuple(cfg.streams)
         self.image_streams = tuple(s for s in self.streams if not (s == "mv" and cfg.hist_channels))
+        self.input_norm = (
+            nn.ModuleDict({s: ChannelStandardize(c) for s, c in self.stream_channels().items()})
+            if cfg.input_norm
+            else None
+        )
+
+    def standardize(self, stream: str, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """``x`` with the stream's channels standardised (``model.input_norm``), else ``x`` unchanged."""
+        return x if self.input_norm is None else self.input_norm[stream](x, dim)
 
     @property
     def mean(self) -> tuple[float, float, float]:

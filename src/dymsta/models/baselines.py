@@ -18,9 +18,11 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 def spatial_means(model: FrameModel, feats: torch.Tensor | Streams, like: torch.Tensor) -> torch.Tensor:
     """Every stream's features averaged over space, concatenated over channels: ``{s: (B, C_s, T, h, w)} ->
-    (B, sum C_s, T)`` (the same streams as DyMSTA-Net, so comparisons are fair)."""
+    (B, sum C_s, T)`` (the same streams as DyMSTA-Net, so comparisons are fair), each standardised when
+    ``model.input_norm`` is set (an affine map per channel: the same before or after the mean)."""
     streams = model.check_streams(as_streams(feats))
-    return torch.cat([feature_input(f, like).mean(dim=(3, 4)) for f in streams.values()], dim=1)
+    means = [model.standardize(s, feature_input(f, like).mean(dim=(3, 4))) for s, f in streams.items()]
+    return torch.cat(means, dim=1)
 
 
 class TSN(FrameModel):

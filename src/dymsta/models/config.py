@@ -63,6 +63,8 @@ class ModelConfig:
     streams: tuple[str, ...] = ("rgb",)  # input streams (= data.modalities): rgb, rgbdiff, mv (dymsta.data.motion)
     hist_channels: int = 0  # channels of an mv stream encoded as a histogram (bins + 1); 0 = mv is an image
     fusion: str = "concat"  # how DyMSTA-Net fuses the reduced streams before its modules: concat | sum | gated
+    input_norm: bool = False  # standardise each stream's channels with statistics of the training set (fitted
+    # before the first epoch, kept as buffers in the checkpoint): what logistic regression does with a StandardScaler
     runtime: str = "auto"  # what runs the frozen backbone: torch | openvino | onnxruntime | auto = on a CPU the
     # first installed of OpenVINO (3x PyTorch bf16's frames/s here), ONNX Runtime (1.8x, fp32), PyTorch; CUDA: torch
 
@@ -84,7 +86,7 @@ class ModelConfig:
         if self.arch == "linear" and self.trainable_stages:
             raise ModelConfigError("model.trainable_stages: a linear probe keeps the backbone frozen; set it to 0")
         _int("dim", self.dim, 1)
-        for name in ("dynamic", "attention", "multiscale", "temporal_center"):
+        for name in ("dynamic", "attention", "multiscale", "temporal_center", "input_norm"):
             _bool(name, getattr(self, name))
         _choice("dynamic_mode", self.dynamic_mode, DYNAMIC_MODES)
         _int("num_kernels", self.num_kernels, 1)

@@ -97,7 +97,8 @@ class DyMSTANet(FrameModel):
         for name, f in streams.items():
             x = feature_input(f, self.classifier.weight, channels_last=True)  # the head computes channels-last
             x = pool_grid(x, self.cfg.spatial_pool)  # (B, C_s, T, h', w'); a no-op on features pooled before
-            reduced.append(self.reduce[name](self.feature_dropout(to_tokens(x))))  # (B, T, h', w', D)
+            stream_tokens = self.standardize(name, to_tokens(x), dim=-1)  # (B, T, h', w', C_s)
+            reduced.append(self.reduce[name](self.feature_dropout(stream_tokens)))  # (B, T, h', w', D)
         tokens = self.fusion(reduced)  # (B, T, h', w', D)
         if self.dynamic_conv is not None:  # residual dynamic 3D conv
             tokens = tokens + F.relu(self.dynamic_norm(to_tokens(self.dynamic_conv(from_tokens(tokens)))))

@@ -128,3 +128,29 @@ def _world_size() -> int:
     import torch.distributed as dist
 
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class ChannelStandardize(nn.Module):
+    """``(x - mean) / std`` per channel, with a training set's statistics (``model.input_norm``).
+
+    The statistics are buffers (saved, loaded and exported with the model), the identity until
+    :meth:`set_statistics` is called. ``dim`` names the channel axis of the input: 1 for ``(B, C, T)`` or
+    ``(B, C, T, h, w)``, -1 for tokens ``(..., C)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("inv_std", torch.ones(channels))
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor, *, eps: float = 1e-3) -> None:
+        """Fix the statistics: ``mean``, ``std`` ``(C,)``; stds below ``eps`` (dead channels) count as ``eps``."""
+        with torch.no_grad():
+            self.mean.copy_(mean)
+            self.inv_std.copy_(1.0 / std.clamp_min(eps))
+
+    def forward(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """Same shape as ``x``, computed in ``x``'s dtype."""
+        shape = [1] * x.ndim
+        shape[dim] = -1
+        return (x - self.mean.to(x.dtype).view(shape)) * self.inv_std.to(x.dtype).view(shape)
