@@ -1,61 +1,73 @@
-"""Logistic regression (scikit-learn) on the cached features, time- and space-averaged, standardised, with group_cv.py's folds: the reference probe of docs/RESULTS.md section 8.9. Run from the repository root after the ucf101_mini caches exist: python scripts/logreg_cv.py"""
+"""A reference outside the toolkit: scikit-learn logistic regression on the cached features, by group CV.
 
+Same features and folds as ``scripts/group_cv.py`` (the recipe's own caches, whole training groups per fold; the
+test list is never read): every stream averaged over time and space, the training folds' every cached view as
+samples, validation on view 0. Prints one JSON line per row of docs/RESULTS.md section 8.9's first table:
+
+    python scripts/logreg_cv.py --config ucf101_mini --set cache.dir=runs/cache
+"""
+
+from __future__ import annotations
+
+import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from group_cv import fold_of_groups, load_all_features
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from dymsta.config import load_config, recipe_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from group_cv import fold_of_groups, load_all_features  # noqa: E402 - the script beside this one
 
-Path("runs/logreg_cv").mkdir(parents=True, exist_ok=True)
-cfg = load_config(recipe_path("ucf101_mini"), ["cache.dir=runs/cache"])
-t0 = time.time()
-feats, labels, groups = load_all_features(cfg, Path("runs/group_cv"))
-print("read", time.time() - t0, {k: tuple(v.shape) for k, v in feats.items()}, flush=True)
-y = labels.numpy()
-folds = fold_of_groups(groups, 3)
+from dymsta.config import load_config, recipe_path  # noqa: E402
 
-
-# (V, views, C, T, h, w) -> per view: mean over T,h,w; std over T of spatial means
-def desc(x, with_std):
-    x = x.float()
-    s = x.mean(dim=(-1, -2))  # V, views, C, T
-    parts = [s.mean(-1)]
-    if with_std:
-        parts.append(s.std(-1))
-    return torch.cat(parts, -1).numpy()
+ROWS = [  # (streams, standardised, C)
+    (("rgb",), True, 0.01),
+    (("rgb", "rgbdiff", "mv"), False, 0.01),
+    (("rgb", "rgbdiff", "mv"), True, 0.003),
+    (("rgb", "rgbdiff", "mv"), True, 0.01),
+    (("rgb", "rgbdiff", "mv"), True, 0.03),
+]
 
 
-np.save("runs/logreg_cv/y.npy", y)
-json.dump(groups, open("runs/logreg_cv/groups.json", "w"))
-for name, x in feats.items():
-    np.save(f"runs/logreg_cv/{name}_mean.npy", desc(x, False))
-    np.save(f"runs/logreg_cv/{name}_ms.npy", desc(x, True))
+def mean_features(feats: dict) -> dict[str, np.ndarray]:
+    """``{stream: (V, views, C, T, h, w)}`` -> ``{stream: (V, views, C)}``, averaged over time and space."""
+    return {name: x.float().mean(dim=(3, 4, 5)).numpy() for name, x in feats.items()}
 
 
-def cv(streams, kind, C):
-    X = np.concatenate([np.load(f"runs/logreg_cv/{s}_{kind}.npy") for s in streams], -1)  # V, views, D
-    accs = []
-    for val in folds:
-        tr = np.array([i for f in folds if f is not val for i in f])
-        va = np.array(val)
-        Xtr = X[tr].reshape(-1, X.shape[-1])
-        ytr = np.repeat(y[tr], X.shape[1])
-        sc = StandardScaler().fit(Xtr)
-        clf = LogisticRegression(C=C, max_iter=2000).fit(sc.transform(Xtr), ytr)
-        accs.append(float((clf.predict(sc.transform(X[va, 0])) == y[va]).mean()))
-    return round(float(np.mean(accs)), 3), [round(a, 3) for a in accs]
+def fold_accuracy(x, y, train_idx, val_idx, *, standardise: bool, c: float) -> float:
+    """Fit on every view of ``train_idx``, score view 0 of ``val_idx``."""
+    x_train = x[train_idx].reshape(-1, x.shape[-1])
+    y_train = np.repeat(y[train_idx], x.shape[1])
+    x_val = x[val_idx, 0]
+    if standardise:
+        scaler = StandardScaler().fit(x_train)
+        x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
+    clf = LogisticRegression(C=c, max_iter=3000).fit(x_train, y_train)
+    return float((clf.predict(x_val) == y[val_idx]).mean())
 
 
-for streams in [("rgb",), ("rgb", "rgbdiff", "mv")]:
-    for kind in ["mean", "ms"]:
-        for C in [0.01, 0.1, 1.0]:
-            print(streams, kind, C, cv(streams, kind, C), flush=True)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="ucf101_mini")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--folds", type=int, default=3)
+    args = ap.parse_args(argv)
+    cfg = load_config(recipe_path(args.config), args.set)
+    feats, labels, groups = load_all_features(cfg, Path("runs/group_cv"))
+    means, y = mean_features(feats), labels.numpy()
+    folds = fold_of_groups(groups, args.folds)
+    for streams, standardise, c in ROWS:
+        x = np.concatenate([means[s] for s in streams], axis=-1)  # (V, views, sum C)
+        accs = []
+        for val in folds:
+            train_idx = np.array([i for f in folds if f is not val for i in f])
+            accs.append(fold_accuracy(x, y, train_idx, np.array(val), standardise=standardise, c=c))
+        row = {"streams": list(streams), "standardised": standardise, "C": c, "val_acc": round(float(np.mean(accs)), 3)}
+        print(json.dumps({**row, "per_fold": [round(a, 3) for a in accs]}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

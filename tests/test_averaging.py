@@ -16,6 +16,7 @@ class Toy(nn.Module):
         self.backbone = nn.Linear(2, 2)
         self.head = nn.Linear(2, 1)
         self.norm = nn.BatchNorm1d(1)
+        self.input_norm = nn.ModuleDict({"rgb": nn.Linear(1, 1)})  # stands for fitted statistics: never averaged
 
 
 def _set_head(model: Toy, value: float) -> None:
@@ -52,7 +53,7 @@ def test_applied_swaps_the_average_in_and_restores_the_weights() -> None:
         assert torch.all(model.head.weight == 0.0)
     assert torch.all(model.head.weight == 3.0)
     assert torch.equal(model.backbone.weight, backbone)
-    assert not any(name.startswith("backbone.") for name in ema.shadow)
+    assert not any(name.startswith(("backbone.", "input_norm.")) for name in ema.shadow)
     assert "norm.running_mean" in ema.shadow  # statistics are averaged with the weights
     assert "norm.num_batches_tracked" not in ema.shadow  # integer counters are not
 

@@ -431,7 +431,25 @@ def test_checkpoints_hold_the_weight_average_and_the_fitted_input_norm(
     assert any(not torch.equal(last[k], state[f"model.{k}"]) for k in head)  # the state: the raw weights too
     mean, inv_std = last["input_norm.rgb.mean"], last["input_norm.rgb.inv_std"]
     assert mean.abs().sum() > 0 and not torch.allclose(inv_std, torch.ones_like(inv_std))  # fitted, not identity
-    torch.testing.assert_close(mean, state["model.input_norm.rgb.mean"], rtol=0, atol=1e-6)
+    assert torch.equal(mean, state["model.input_norm.rgb.mean"])  # the average leaves the statistics alone
+
+
+def test_input_norm_without_a_cache_fits_on_backbone_features(synth_root: Path, cache_dir: Path) -> None:
+    """The path for end-to-end training: statistics from training batches through the frozen backbone."""
+    from dymsta.engine.input_norm import fit_input_norm
+    from dymsta.engine.train import build_pipeline, input_norm_batches
+
+    cfg = tiny_cfg(synth_root, cache_dir, "cache.enabled=false", "model.input_norm=true", "train.batch_size=4")
+    p = build_pipeline(cfg, cache_dir / "uncached-run")
+    assert not p.use_cache
+    loader, _, train_set = p.loader(p.splits.train, split="train", train=True, batch_size=4)
+    batches = list(input_norm_batches(p, train_set, loader))
+    assert batches and batches[0]["rgb"].shape[1:3] == (1280, 8)  # (B, C, T, h, w) features, not frames
+    fit_input_norm(p.model, batches)
+    feats = torch.cat([b["rgb"].float() for b in batches]).transpose(0, 1).reshape(1280, -1)  # (C, everything)
+    norm = p.model.input_norm["rgb"]
+    torch.testing.assert_close(norm.mean, feats.mean(1), atol=1e-4, rtol=1e-4)
+    assert (norm.inv_std != 1).any()
 
 
 def load_meta(run: Path) -> dict[str, str]:

@@ -4,7 +4,8 @@ On small datasets the head's validation accuracy jumps by several points from ep
 run keeps (the best on one validation group) is partly luck. The average of the weights over the last few
 hundred optimiser steps (Polyak averaging) is smoother; ``train.ema`` is its decay per step (0 = off).
 
-Only the head is averaged: entries of the frozen backbone (``backbone.*``) never change and are skipped.
+Only what training changes is averaged: the frozen backbone (``backbone.*``) and the fitted input statistics
+(``input_norm.*``, :mod:`dymsta.engine.input_norm`) are left as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 import torch
 
 __all__ = ["WeightEMA"]
+
+FIXED_PREFIXES = ("backbone.", "input_norm.")  # state that training does not change
 
 
 class WeightEMA:
@@ -31,33 +34,33 @@ class WeightEMA:
         self.model = model
         self.decay = decay
         self.steps = 0
-        self.shadow = {name: torch.zeros_like(value, dtype=torch.float32) for name, value in self._averaged(model)}
-
-    @staticmethod
-    def _averaged(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-        """The model's floating-point state outside the frozen backbone (BatchNorm statistics included)."""
-        for name, value in model.state_dict().items():
-            if value.is_floating_point() and not name.startswith("backbone."):
-                yield name, value
+        # The state_dict's tensors share storage with the model's, and the optimiser and load_state_dict update
+        # them in place, so the list is taken once rather than at every step.
+        self._entries = [
+            (name, value)
+            for name, value in model.state_dict().items()
+            if value.is_floating_point() and not name.startswith(FIXED_PREFIXES)
+        ]  # weights and BatchNorm statistics of the head
+        self.shadow = {name: torch.zeros_like(value, dtype=torch.float32) for name, value in self._entries}
 
     @torch.no_grad()
     def update(self) -> None:
         """Fold the model's current weights into the average (call after each optimiser step)."""
-        for name, value in self._averaged(self.model):
+        for name, value in self._entries:
             self.shadow[name].lerp_(value.float(), 1.0 - self.decay)
         self.steps += 1
 
     def average(self) -> dict[str, torch.Tensor]:
         """The bias-corrected average, ``{name: float32 tensor}`` (the model's own weights before any step)."""
         if self.steps == 0:
-            return {name: value.detach().float() for name, value in self._averaged(self.model)}
+            return {name: value.detach().float() for name, value in self._entries}
         correction = 1.0 - self.decay**self.steps
         return {name: value / correction for name, value in self.shadow.items()}
 
     @contextmanager
     def applied(self) -> Iterator[torch.nn.Module]:
         """Inside the block the model holds the averaged weights; its own come back afterwards."""
-        own = {name: value.detach().clone() for name, value in self._averaged(self.model)}
+        own = {name: value.detach().clone() for name, value in self._entries}
         self._load(self.average())
         try:
             yield self.model
@@ -66,7 +69,7 @@ class WeightEMA:
 
     @torch.no_grad()
     def _load(self, values: dict[str, torch.Tensor]) -> None:
-        for name, value in self._averaged(self.model):
+        for name, value in self._entries:
             value.copy_(values[name])
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -580,9 +580,9 @@ def input_norm_batches(p: Pipeline, train_set: Any, train_loader: DataLoader) ->
             yield {name: torch.stack([f[name] for f in feats]) for name in feats[0]}
         return
     for n, raw in enumerate(train_loader):
-        batch = as_batch(raw)
         if n >= INPUT_NORM_BATCHES:
             break
+        batch = as_batch(raw)
         if batch is not None:
             with torch.autocast(p.device.type, dtype=p.amp_dtype, enabled=p.amp_dtype is not None):
                 yield p.model.extract(to_device(batch["inputs"], p.device))
