@@ -22,7 +22,7 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is
 mkdir -p "$out"
 start=$(date +%s)
 for seed in $seeds; do
-  python -m dymsta train --config ucf101_mini --out "$out/r2plus1d_s$seed" \
+  python -m dymsta train --config ucf101_mini_dymsta --out "$out/r2plus1d_s$seed" \
     --set data.root="$root" --set model.arch=r2plus1d_18 --set model.pretrained=false \
     --set data.workers="${WORKERS:-5}" --set train.seed="$seed" --set train.epochs="${EPOCHS:-100}" \
     >"$out/r2plus1d_s$seed.log" 2>&1 &

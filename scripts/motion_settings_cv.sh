@@ -9,7 +9,7 @@ set -euo pipefail
 cache=${1:-runs/cache}
 out=${2:-runs/motion_settings}
 mkdir -p "$out"
-base=(--config ucf101_mini --set cache.dir="$cache" --set model.backbone=efficientnet_lite0 --set model.fusion=sum
+base=(--config ucf101_mini_dymsta --set cache.dir="$cache" --set model.backbone=efficientnet_lite0 --set model.fusion=sum
       --epochs 30 --tail 10)
 
 cv() {  # cv NAME STREAM [--set data.motion.KEY=VALUE ...]

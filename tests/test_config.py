@@ -26,7 +26,15 @@ def test_every_shipped_recipe_loads_and_round_trips(recipe: str) -> None:
 
 def test_required_recipes_exist() -> None:
     names = {p.stem for p in RECIPES.glob("*.yaml")}
-    assert {"ucf101_split1", "hmdb51", "kinetics", "folder", "ucf101_mini", "demo"} <= names
+    assert {"ucf101_split1", "hmdb51", "kinetics", "folder", "ucf101_mini", "ucf101_mini_dymsta", "demo"} <= names
+
+
+def test_ucf101_mini_recipes_share_data_and_cache() -> None:
+    """The DyMSTA-Net recipe differs from ucf101_mini in the head only, so both read the same cached features."""
+    linear, dymsta = load_config(recipe_path("ucf101_mini")), load_config(recipe_path("ucf101_mini_dymsta"))
+    assert (linear.data, linear.cache, linear.train) == (dymsta.data, dymsta.cache, dymsta.train)
+    assert (linear.model.arch, dymsta.model.arch) == ("linear", "dymsta")
+    assert linear.model.backbone == dymsta.model.backbone
 
 
 def test_paper_recipe_matches_the_paper() -> None:
