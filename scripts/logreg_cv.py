@@ -1,8 +1,8 @@
 """A reference outside the toolkit: scikit-learn logistic regression on the cached features, by group CV.
 
 Same features and folds as ``scripts/group_cv.py`` (the recipe's own caches, whole training groups per fold; the
-test list is never read): every stream averaged over time and space, the training folds' every cached view as
-samples, validation on view 0. Prints one JSON line per row of docs/RESULTS.md section 8.9's first table:
+test list is never read): every stream averaged over space, then over time (or the time mean with the std or the
+max over time beside it), the training folds' every cached view as samples, validation on view 0. Prints one JSON line per row of docs/RESULTS.md section 8.9's first table:
 
     python scripts/logreg_cv.py --config ucf101_mini --set cache.dir=runs/cache
 """
@@ -23,18 +23,32 @@ from group_cv import fold_of_groups, load_all_features  # noqa: E402 - the scrip
 
 from dymsta.config import load_config, recipe_path  # noqa: E402
 
-ROWS = [  # (streams, standardised, C)
-    (("rgb",), True, 0.01),
-    (("rgb", "rgbdiff", "mv"), False, 0.01),
-    (("rgb", "rgbdiff", "mv"), True, 0.003),
-    (("rgb", "rgbdiff", "mv"), True, 0.01),
-    (("rgb", "rgbdiff", "mv"), True, 0.03),
+ALL = ("rgb", "rgbdiff", "mv")
+ROWS = [  # (streams, standardised, C, pooling over time)
+    (("rgb",), True, 0.01, "mean"),
+    (ALL, False, 0.01, "mean"),
+    (ALL, True, 0.003, "mean"),
+    (ALL, True, 0.01, "mean"),
+    (ALL, True, 0.03, "mean"),
+    (ALL, True, 0.003, "mean+std"),
+    (ALL, True, 0.01, "mean+std"),
+    (ALL, True, 0.003, "mean+max"),
+    (ALL, True, 0.01, "mean+max"),
 ]
 
 
-def mean_features(feats: dict) -> dict[str, np.ndarray]:
-    """``{stream: (V, views, C, T, h, w)}`` -> ``{stream: (V, views, C)}``, averaged over time and space."""
-    return {name: x.float().mean(dim=(3, 4, 5)).numpy() for name, x in feats.items()}
+def pooled_features(feats: dict, pooling: str) -> dict[str, np.ndarray]:
+    """``{stream: (V, views, C, T, h, w)}`` -> ``{stream: (V, views, C or 2C)}``: space mean, then ``pooling`` over time."""
+    out = {}
+    for name, x in feats.items():
+        per_time = x.float().mean(dim=(4, 5))  # (V, views, C, T)
+        parts = [per_time.mean(dim=-1)]
+        if pooling == "mean+std":
+            parts.append(per_time.std(dim=-1))
+        elif pooling == "mean+max":
+            parts.append(per_time.amax(dim=-1))
+        out[name] = np.concatenate([p.numpy() for p in parts], axis=-1)
+    return out
 
 
 def fold_accuracy(x, y, train_idx, val_idx, *, standardise: bool, c: float) -> float:
@@ -57,15 +71,17 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = load_config(recipe_path(args.config), args.set)
     feats, labels, groups = load_all_features(cfg, Path("runs/group_cv"))
-    means, y = mean_features(feats), labels.numpy()
+    y = labels.numpy()
+    pooled = {p: pooled_features(feats, p) for p in sorted({row[3] for row in ROWS})}
     folds = fold_of_groups(groups, args.folds)
-    for streams, standardise, c in ROWS:
-        x = np.concatenate([means[s] for s in streams], axis=-1)  # (V, views, sum C)
+    for streams, standardise, c, pooling in ROWS:
+        x = np.concatenate([pooled[pooling][s] for s in streams], axis=-1)  # (V, views, sum C)
         accs = []
         for val in folds:
             train_idx = np.array([i for f in folds if f is not val for i in f])
             accs.append(fold_accuracy(x, y, train_idx, np.array(val), standardise=standardise, c=c))
-        row = {"streams": list(streams), "standardised": standardise, "C": c, "val_acc": round(float(np.mean(accs)), 3)}
+        row = {"streams": list(streams), "standardised": standardise, "C": c, "pooling": pooling}
+        row["val_acc"] = round(float(np.mean(accs)), 3)
         print(json.dumps({**row, "per_fold": [round(a, 3) for a in accs]}), flush=True)
 
 
