@@ -2,7 +2,8 @@
 
 Same features and folds as ``scripts/group_cv.py`` (the recipe's own caches, whole training groups per fold; the
 test list is never read): every stream averaged over space, then over time (or the time mean with the std or the
-max over time beside it), the training folds' every cached view as samples, validation on view 0. Prints one JSON line per row of docs/RESULTS.md section 8.9's first table:
+max over time beside it), the training folds' every cached view as samples, validation on view 0. Prints one
+JSON line per row of docs/RESULTS.md section 8.9's first table:
 
     python scripts/logreg_cv.py --config ucf101_mini --set cache.dir=runs/cache
 """
