@@ -37,7 +37,8 @@ from dymsta.engine.cache import dequantize, quantize
 from dymsta.engine.input_norm import fit_input_norm
 from dymsta.engine.loops import evaluate, train_one_epoch
 from dymsta.engine.optim import LRSchedule, build_optimizer
-from dymsta.engine.train import HeadNet, amp_dtype_for, build_pipeline
+from dymsta.engine.train import HeadNet, build_pipeline
+from dymsta.hardware import resolve_precision
 from dymsta.models import build_model
 from dymsta.models.backbone import pool_grid
 
@@ -161,7 +162,7 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
     optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
     schedule = LRSchedule(optimizer, cfg.optim, epochs)
     device = torch.device("cpu")
-    amp = amp_dtype_for(cfg.train.amp, device)
+    amp = resolve_precision(cfg.train.amp, device).dtype
     streams = tuple(cfg.model.streams)
     val_batches = [
         {

@@ -80,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-out", default=None, metavar="MP4|DIR", help="timeline: the video with its label drawn")
     p.add_argument("--device", default="auto")
     p.add_argument("--runtime", default=None, help="backbone runtime: auto, torch, openvino, onnxruntime")
-    p.add_argument("--amp", default=None, choices=["auto", "bf16", "none"], help="autocast (default: the run's)")
+    p.add_argument(
+        "--amp",
+        default=None,
+        choices=["auto", "bf16", "fp16", "none"],
+        help="precision (default: the run's train.amp; auto = bf16 only where the device computes it natively)",
+    )
 
     p = sub.add_parser("check-videos", help="decode every video of a folder or dataset and report broken ones")
     p.add_argument("paths", nargs="*", metavar="PATH", help="video files, folders (recursive), globs, @list.txt")

@@ -102,7 +102,8 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(a, a) mixup of inputs/labels within each batch (cached features or clips); 0 = off
     ema: float = 0.0  # per-step decay of an average of the head's weights, used for validation and checkpoints; 0 = off
     grad_clip: float = 1.0  # max global grad norm; 0 = off
-    amp: str = "auto"  # auto (bf16 on CPU/CUDA) | bf16 | fp16 (CUDA, with GradScaler) | none
+    amp: str = "auto"  # auto: bf16 where the device computes it natively (AMX, AVX-512 bf16, ARM bf16, CUDA >= 8.0),
+    # else fp32 (fp16 + GradScaler on older CUDA) | bf16 (emulated on other CPUs: several times slower) | fp16 | none
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume/DDP checks)

@@ -35,7 +35,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dymsta.data import VideoClipDataset, VideoRecord
 from dymsta.engine import distributed as D
+from dymsta.hardware import autocast
 from dymsta.models.backbone import pool_grid
 from dymsta.utils import atomic_write_json, progress
 
@@ -323,8 +324,8 @@ def build_streams(
     n_rows = len(clips)
     if D.is_main():
         out.mkdir(parents=True, exist_ok=True)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    shapes = _probe_shapes(extract, clips, device, autocast)  # {stream: (C, T, h, w)}
+    amp = autocast(device, amp_dtype)  # bf16 only where native (dymsta.hardware)
+    shapes = _probe_shapes(extract, clips, device, amp)  # {stream: (C, T, h, w)}
     writers = {st.name: _StreamWriter(out, st, shapes[st.name], n_rows) for st in streams}
     my_rows = D.shard(list(range(n_rows)))
     loader = DataLoader(_Rows(clips, my_rows), batch_size=batch_size, num_workers=workers, collate_fn=_collate_rows)
@@ -336,7 +337,7 @@ def build_streams(
         for rows, _bad, batch in bar:
             if batch is None:
                 continue
-            with autocast:
+            with amp:
                 feats = extract({k: v.to(device, non_blocking=True) for k, v in batch.items()})  # {s: (B, C, T, h, w)}
             for name, w in writers.items():
                 w.write(rows, feats[name].float().cpu().numpy())
@@ -368,7 +369,7 @@ def build_streams(
     return FeatureStore(out, streams)
 
 
-def _probe_shapes(extract: Extractor, clips: VideoClipDataset, device: torch.device, autocast: Any) -> dict:
+def _probe_shapes(extract: Extractor, clips: VideoClipDataset, device: torch.device, amp: Any) -> dict:
     """Row shapes ``{stream: (C, T, h, w)}``, from one dummy clip through ``extract`` (before the first batch)."""
     zeros = {}
     for name in clips.modalities:
@@ -376,7 +377,7 @@ def _probe_shapes(extract: Extractor, clips: VideoClipDataset, device: torch.dev
             zeros[name] = torch.zeros(1, clips.motion.mv_bins + 1, clips.num_frames, *clips.feature_grid)
         else:
             zeros[name] = torch.zeros(1, 3, clips.num_frames, clips.size, clips.size)
-    with autocast:
+    with amp:
         feats = extract({k: v.to(device) for k, v in zeros.items()})
     return {k: tuple(v.shape[1:]) for k, v in feats.items()}
 

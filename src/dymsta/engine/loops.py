@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from dymsta.engine import distributed as D
 from dymsta.engine.averaging import WeightEMA
+from dymsta.hardware import autocast
 from dymsta.utils import progress
 
 __all__ = [
@@ -131,7 +131,7 @@ def train_one_epoch(
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     net.train()
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    amp = autocast(device, amp_dtype)  # bf16 only where native (dymsta.hardware)
     loss_sum = correct = samples = skipped = 0.0
     for raw in progress(loader, desc=desc, enabled=D.is_main(), leave=False):
         batch = as_batch(raw)
@@ -143,7 +143,7 @@ def train_one_epoch(
         lam, perm = mixup_params(len(y), mixup, rng)
         if perm is not None:
             x = mix(x, lam, perm.to(device))
-        with autocast:
+        with amp:
             logits = net(x)
         losses = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing)
         if perm is not None:
@@ -210,14 +210,14 @@ def evaluate(
         (N,) for video-level aggregation, and ``skipped`` (clips not decodable).
     """
     net.eval()
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    amp = autocast(device, amp_dtype)  # bf16 only where native (dymsta.hardware)
     probs, logit_rows, labels, ids, skipped = [], [], [], [], 0
     for raw in progress(loader, desc=desc, enabled=D.is_main(), leave=False):
         batch = as_batch(raw)
         if batch is None:
             continue
         skipped += batch["num_skipped"]
-        with autocast:
+        with amp:
             logits = net(to_device(batch["inputs"], device))
         probs.append(torch.softmax(logits.float() / temperature, dim=1).cpu().double().numpy())
         logit_rows.append(logits.float().cpu().double().numpy())

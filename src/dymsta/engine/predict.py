@@ -47,6 +47,7 @@ from dymsta.data.transforms import frames_to_input
 from dymsta.engine import distributed as D
 from dymsta.engine.calibration import TEMPERATURE_KEY, softmax
 from dymsta.engine.checkpoint import CheckpointError
+from dymsta.hardware import autocast, resolve_precision
 from dymsta.utils import atomic_path, get_logger, progress
 
 __all__ = [
@@ -172,7 +173,7 @@ class _TorchRunner:
     @torch.no_grad()
     def __call__(self, streams: dict[str, torch.Tensor]) -> np.ndarray:
         batch = {k: v.to(self.device) for k, v in streams.items()}
-        with torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext():
+        with autocast(self.device, self.amp_dtype):
             logits = self.model(batch)
         return logits.float().cpu().double().numpy()
 
@@ -212,6 +213,7 @@ class Predictor:
         threshold: a video (or window) whose top probability is below it is labelled :data:`UNKNOWN`.
         source: the model file, for messages and results.
         model: the PyTorch model, when there is one (``explain`` needs it).
+        amp_dtype: the autocast dtype ``model`` runs at (:func:`dymsta.hardware.resolve_precision`); None: fp32.
     """
 
     def __init__(
@@ -224,12 +226,14 @@ class Predictor:
         threshold: float | None = None,
         source: str = "",
         model: torch.nn.Module | None = None,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"calibration temperature must be > 0, got {temperature}")
         _check_threshold(threshold)
         self.runner, self.spec, self.class_names = runner, spec, list(class_names)
         self.temperature, self.threshold, self.source, self.model = float(temperature), threshold, source, model
+        self.amp_dtype = amp_dtype
 
     @classmethod
     def from_checkpoint(
@@ -249,12 +253,13 @@ class Predictor:
             threshold: see :class:`Predictor`.
             runtime: the frozen backbone's runtime (``auto``, ``torch``, ``openvino``, ``onnxruntime``); default:
                 the recipe's ``model.runtime``. Checkpoints only.
-            amp: ``auto``/``bf16``/``none``: autocast while predicting; default: the recipe's ``train.amp``.
+            amp: ``auto``/``bf16``/``fp16``/``none``: precision while predicting (:mod:`dymsta.hardware`: ``auto`` is
+                bf16 only where the device computes it natively); default: the recipe's ``train.amp``.
 
         Raises:
             FileNotFoundError, CheckpointError, ModelFileError, ExportError: a missing or unusable model (one line).
         """
-        from dymsta.engine.train import amp_dtype_for, resolve_device
+        from dymsta.engine.train import resolve_device
         from dymsta.models import load_model
 
         _check_threshold(threshold)  # before the model loads: a typo costs no time
@@ -279,8 +284,18 @@ class Predictor:
             temperature = float(json.loads(meta.get(TEMPERATURE_KEY, "1.0")))
         except (TypeError, ValueError):
             raise CheckpointError(f"{ckpt}: {TEMPERATURE_KEY} in its metadata is not a number") from None
-        runner = _TorchRunner(model, dev, amp_dtype_for(amp_name, dev))
-        return cls(runner, spec, classes, temperature=temperature, threshold=threshold, source=str(ckpt), model=model)
+        amp_dtype = resolve_precision(amp_name, dev).dtype
+        runner = _TorchRunner(model, dev, amp_dtype)
+        return cls(
+            runner,
+            spec,
+            classes,
+            temperature=temperature,
+            threshold=threshold,
+            source=str(ckpt),
+            model=model,
+            amp_dtype=amp_dtype,
+        )
 
     @classmethod
     def _from_onnx(cls, path: Path, device: torch.device, threshold: float | None) -> Predictor:
@@ -551,7 +566,7 @@ class Predictor:
         batch = frames_to_input(
             {k: v[None].to(device) for k, v in streams.items()}, mean=self.spec.mean, std=self.spec.std
         )
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, self.amp_dtype):  # the predictor's precision, as for scores
             logits, maps = model.forward_head(model.extract(batch), return_maps=True)
         label = self.class_names[int(logits.argmax(1))]
         indices = segment_indices(info.num_frames, self.spec.num_frames, mode="eval")

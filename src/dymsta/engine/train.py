@@ -57,6 +57,7 @@ from dymsta.engine.loops import (
     train_one_epoch,
 )
 from dymsta.engine.optim import LRSchedule, build_optimizer
+from dymsta.hardware import autocast, resolve_precision
 from dymsta.models import build_model, load_model, save_model
 from dymsta.reports import (
     ECE_BINS,
@@ -78,7 +79,6 @@ __all__ = [
     "extract_features",
     "Pipeline",
     "resolve_device",
-    "amp_dtype_for",
     "build_pipeline",
     "calibrate",
     "evaluate_records",
@@ -97,17 +97,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
     return device
-
-
-def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``train.amp``: bf16 on CPU and CUDA by default; fp16 only on CUDA."""
-    if amp == "none":
-        return None
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError("train.amp=fp16 needs CUDA (on CPU use bf16 or none)")
-        return torch.float16
-    return torch.bfloat16
 
 
 class HeadNet(torch.nn.Module):
@@ -182,7 +171,7 @@ class Pipeline:
 
     def runtime_id(self) -> str:
         """The backbone's runtime as the feature cache sees it (read under the build's autocast)."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with autocast(self.device, self.amp_dtype):
             return self.model.backbone.runtime_id
 
     def stream_specs(self) -> list[StreamSpec]:
@@ -281,7 +270,7 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
     """Device, data splits (index scanned once, rank 0 first), and the model (built for the dataset's classes,
     or ``model`` as loaded from a checkpoint)."""
     device = resolve_device(cfg.train.device)
-    amp_dtype = amp_dtype_for(cfg.train.amp, device)
+    precision = resolve_precision(cfg.train.amp, device)  # bf16 only where the device computes it natively
     d = cfg.data
     index_cache = run_dir / "index.json"
 
@@ -316,7 +305,7 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
         cfg=cfg,
         run_dir=run_dir,
         device=device,
-        amp_dtype=amp_dtype,
+        amp_dtype=precision.dtype,
         splits=splits,
         model=model,
         use_cache=use_cache,
@@ -385,7 +374,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         fit_input_norm(model, input_norm_batches(p, train_set, train_loader))  # a resumed run has its buffers
     optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
     schedule = LRSchedule(optimizer, cfg.optim, cfg.train.epochs)
-    scaler = torch.amp.GradScaler("cuda") if p.amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler("cuda") if p.amp_dtype == torch.float16 else None  # fp16 is CUDA-only
     ema = WeightEMA(model, cfg.train.ema) if cfg.train.ema else None
     averaged = ema.applied if ema else nullcontext  # validation and checkpoints see the averaged head
     net = p.net()
@@ -584,7 +573,7 @@ def input_norm_batches(p: Pipeline, train_set: Any, train_loader: DataLoader) ->
             break
         batch = as_batch(raw)
         if batch is not None:
-            with torch.autocast(p.device.type, dtype=p.amp_dtype, enabled=p.amp_dtype is not None):
+            with autocast(p.device, p.amp_dtype):
                 yield p.model.extract(to_device(batch["inputs"], p.device))
 
 

@@ -356,7 +356,7 @@ class FrameBackbone(nn.Module):
         self._compiled = None  # set by compile_features()
         self.runtime = "torch"  # set by set_runtime()
         self._runtime_request, self._runtime_cache_dir = "torch", None
-        self._runners: dict[tuple[int, int], rt.FrameRunner] = {}  # (H, W) -> runner, built at first use
+        self._runners: dict[tuple[tuple[int, int], str], rt.FrameRunner] = {}  # ((H, W), precision) -> runner
         self.register_load_state_dict_post_hook(_drop_runners)
         source, bare = _resolve(name)
         self.net, self.mean, self.std, self.input_size, self.weights_source = self._build(
@@ -523,16 +523,15 @@ class FrameBackbone(nn.Module):
     def runtime_id(self) -> str:
         """Id of the numbers this backbone computes now, for feature-cache keys (runtimes round differently).
 
-        ``openvino-bf16`` / ``openvino-fp32`` (OpenVINO at its default precision on this CPU), ``onnxruntime-fp32``,
-        or for PyTorch ``torch[-<device>][-compiled]-<dtype>[-cl]`` where dtype is the autocast dtype when
+        ``openvino-bf16`` / ``openvino-fp32`` (OpenVINO at the caller's precision: bf16 inside a bf16 autocast where
+        its CPU plugin has bf16), ``onnxruntime-fp32``, or for PyTorch ``torch[-<device>][-compiled]-<dtype>[-cl]`` where dtype is the autocast dtype when
         autocast is on (read it inside the caller's autocast context), else the weights' dtype: e.g.
         ``torch-bf16-cl`` (bf16 autocast, channels-last, CPU), ``torch-fp32-cl``, ``torch-cuda-bf16-cl``.
         """
         param = next(self.net.parameters())
         device = param.device.type
         if self.runtime != "torch" and device == "cpu":
-            runner = next(iter(self._runners.values()), None)
-            return runner.runtime_id if runner is not None else rt.runtime_id(self.runtime)
+            return rt.runtime_id(self.runtime, _caller_precision())
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else param.dtype
         parts = ["torch"] + [device] * (device != "cpu") + ["compiled"] * (self._compiled is not None)
         parts.append({torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype)))
@@ -545,7 +544,8 @@ class FrameBackbone(nn.Module):
         if torch.is_grad_enabled() and self.trainable_stages:  # (set_runtime keeps these on torch anyway)
             return None
         size = (int(frames.shape[-2]), int(frames.shape[-1]))
-        runner = self._runners.get(size)
+        precision = _caller_precision()
+        runner = self._runners.get((size, precision))
         if runner is not None:
             return runner
         net = self.net
@@ -563,6 +563,7 @@ class FrameBackbone(nn.Module):
                 height=size[0],
                 width=size[1],
                 cache_dir=self._runtime_cache_dir,
+                precision=precision,
             )
         except ExportError as e:
             if self._runtime_request != "auto":
@@ -570,7 +571,7 @@ class FrameBackbone(nn.Module):
             log.warning("backbone %s: %s; model.runtime=auto falls back to torch", self.name, e)
             self.runtime = "torch"
             return None
-        self._runners[size] = runner
+        self._runners[(size, precision)] = runner
         return runner
 
     def compile_features(self, *, freezing: bool = True) -> FrameBackbone:
@@ -621,6 +622,12 @@ class FrameBackbone(nn.Module):
             h.update(key.encode())
             h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return f"{self.name}-{h.hexdigest()[:16]}"
+
+
+def _caller_precision() -> str:
+    """``bf16`` inside a CPU bf16 autocast, else ``fp32``: the precision an export runtime is asked for."""
+    bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return "bf16" if bf16 else "fp32"
 
 
 def pool_grid(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -7,11 +7,15 @@ resolves the name, exports the per-frame network once and runs it.
 ``model.runtime`` (:data:`RUNTIMES`):
 
 * ``torch``: the module itself, exactly as without a runtime (the caller's autocast decides the precision).
-* ``openvino``: OpenVINO on the CPU at its default precision (bf16 on CPUs with AMX / AVX-512 bf16, else fp32),
-  ``THROUGHPUT`` hint, chunks of :data:`BATCH` frames in flight on its streams.
+* ``openvino``: OpenVINO on the CPU, ``THROUGHPUT`` hint, chunks of :data:`BATCH` frames in flight on its streams,
+  at the caller's precision: bf16 inside a bf16 autocast (which :func:`dymsta.hardware.resolve_precision` turns on
+  only where the CPU computes bf16 natively: AMX, AVX-512 bf16), fp32 otherwise. OpenVINO's own default would
+  pick bf16 on such CPUs even for an fp32 caller; an explicit precision keeps one policy for every runtime.
 * ``onnxruntime``: ONNX Runtime's CPUExecutionProvider in fp32, non-spinning worker threads.
 * ``auto``: on a CPU the first installed of :data:`AUTO_CPU_ORDER` (OpenVINO, ONNX Runtime, PyTorch); on CUDA
-  (or any other device) PyTorch. Measured in one process on the 2-core AMX CPU of this project, Lite0 at 224, 32
+  (or any other device) PyTorch. On a CPU without native bf16 (a 2-core AMD EPYC Zen 3, AVX2 only; issue 18's
+  measurement, Lite0, batch 32, 2 threads): OpenVINO fp32 166 frames/s, ONNX Runtime 164, PyTorch fp32 92 (and
+  PyTorch under bf16 autocast 4.3), so the order holds there too. Measured in one process on the 2-core AMX CPU of this project, Lite0 at 224, 32
   frames per call (``benchmarks/bench_model.py --quick``, 2 threads, machine idle at the start): OpenVINO bf16 341
   frames/s, ONNX Runtime fp32 201, PyTorch bf16 autocast + channels_last + inference mode 113 (Lite2 at 260: 188 /
   80 / 53). With a neighbour on one core: OpenVINO ~200, ONNX Runtime ~110, PyTorch bf16 27-110 on one thread and
@@ -56,6 +60,7 @@ __all__ = [
     "default_cache_dir",
     "export_frames_onnx",
     "installed",
+    "openvino_precision",
     "resolve_runtime",
     "runtime_id",
 ]
@@ -117,24 +122,35 @@ def resolve_runtime(name: str, device: torch.device | str = "cpu") -> str:
     return name
 
 
+PRECISIONS = ("fp32", "bf16")  # what a caller asks an export runtime for (the autocast it runs under)
+
+
 @cache
-def _openvino_precision() -> str:
+def _openvino_bf16() -> bool:
     import openvino as ov
 
-    return _precision_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name())
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def openvino_precision(precision: str) -> str:
+    """The precision OpenVINO computes when ``precision`` is asked for: bf16 only where its CPU plugin has it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"runtime precision: must be one of {PRECISIONS}; got {precision!r}")
+    return "bf16" if precision == "bf16" and _openvino_bf16() else "fp32"
 
 
 def _precision_name(ov_type: str) -> str:
     return {"bf16": "bf16", "f32": "fp32", "f16": "fp16"}.get(ov_type, ov_type)
 
 
-def runtime_id(runtime: str) -> str:
-    """Id of the features a (non-torch) runtime computes: ``openvino-bf16``, ``openvino-fp32``, ``onnxruntime-fp32``.
+def runtime_id(runtime: str, precision: str = "fp32") -> str:
+    """Id of the features a (non-torch) runtime computes at ``precision`` (``fp32``, ``bf16``): ``openvino-bf16``,
+    ``openvino-fp32``, ``onnxruntime-fp32`` (ONNX Runtime always computes fp32).
 
     Feature caches put it in their key: runtimes round differently (see ``tests/test_runtime.py``).
     """
     if runtime == "openvino":
-        return f"openvino-{_openvino_precision()}"
+        return f"openvino-{openvino_precision(precision)}"
     if runtime == "onnxruntime":
         return "onnxruntime-fp32"
     raise ValueError(f"runtime_id: {runtime!r} is not an export runtime (torch ids come from FrameBackbone)")
@@ -304,25 +320,26 @@ class OnnxRuntimeRunner(FrameRunner):
 
 
 class OpenVINORunner(FrameRunner):
-    """OpenVINO on the CPU at its default precision, ``THROUGHPUT`` hint: chunks run in parallel on its streams.
+    """OpenVINO on the CPU at an explicit precision, ``THROUGHPUT`` hint: chunks run in parallel on its streams.
 
     Args:
         path: the OpenVINO IR ``.xml`` file (its ``.bin`` beside it).
         threads: CPU threads (``INFERENCE_NUM_THREADS``) the streams share (the backbone passes
             ``torch.get_num_threads()``).
         batch_size: frames per inference request (default :data:`BATCH`).
+        precision: ``fp32`` or ``bf16`` (:func:`openvino_precision`: fp32 where the CPU plugin lacks bf16).
     """
 
     runtime = "openvino"
 
-    def __init__(self, path: Path, *, threads: int, batch_size: int | None = None) -> None:
+    def __init__(self, path: Path, *, threads: int, batch_size: int | None = None, precision: str = "fp32") -> None:
         import openvino as ov
 
         super().__init__(path, batch_size=batch_size)
+        hint = {"bf16": "bf16", "fp32": "f32"}[openvino_precision(precision)]
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint}
         try:
-            self.compiled = ov.Core().compile_model(
-                str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
-            )
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         except Exception as e:  # noqa: BLE001 - OpenVINO raises its own types
             raise ExportError(f"OpenVINO could not compile {path}: {e}".split("\n")[0][:400]) from None
         precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
@@ -344,7 +361,14 @@ class OpenVINORunner(FrameRunner):
 
 
 def build_runner(
-    runtime: str, net: nn.Module, *, key: str, height: int, width: int, cache_dir: str | Path | None = None
+    runtime: str,
+    net: nn.Module,
+    *,
+    key: str,
+    height: int,
+    width: int,
+    cache_dir: str | Path | None = None,
+    precision: str = "fp32",
 ) -> FrameRunner:
     """A runner of ``net`` (per-frame ``(N, 3, H, W) -> (N, C, h, w)``, float32 on the CPU) on ``runtime``.
 
@@ -354,6 +378,7 @@ def build_runner(
         key: identifies the weights (``FrameBackbone.fingerprint(include_grid=False)``).
         height, width: the frame size the files are made for.
         cache_dir: the feature-cache folder; files go to ``<cache_dir>/runtimes`` (None: :func:`default_cache_dir`).
+        precision: ``fp32`` or ``bf16``: what the caller computes at (OpenVINO follows it; ONNX Runtime is fp32).
 
     Raises:
         ExportError: export, conversion or compilation failed (one line, names the file).
@@ -365,5 +390,6 @@ def build_runner(
         path = _ensure_onnx(net, folder / f"{stem}-{_torch_tag()}.onnx", height, width)
         return OnnxRuntimeRunner(path, threads=threads)
     if runtime == "openvino":
-        return OpenVINORunner(_ensure_openvino_ir(net, folder, stem, height, width), threads=threads)
+        xml = _ensure_openvino_ir(net, folder, stem, height, width)
+        return OpenVINORunner(xml, threads=threads, precision=precision)
     raise ValueError(f"build_runner: {runtime!r} is not an export runtime")

@@ -1,0 +1,331 @@
+"""What this machine computes fast, and the one precision policy that follows from it.
+
+``train.amp`` (and ``--amp`` of ``predict``/``eval``/``serve``) means the same everywhere: training, evaluation,
+prediction, serving, attention maps and feature extraction, for PyTorch's autocast and for the frozen backbone's
+runtime (:mod:`dymsta.models.runtime`):
+
+* ``auto``: bf16 where the device computes it natively, fp32 elsewhere.
+  - x86 CPU: native with AMX (``amx_bf16``) or AVX-512 bf16 (``avx512_bf16``), and only while PyTorch and oneDNN
+    are allowed to use those instructions (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA`` can cap them).
+  - ARM CPU: native with the bf16 instructions (``bf16`` in ``/proc/cpuinfo``, ``FEAT_BF16`` on macOS).
+  - CUDA: compute capability 8.0 or newer gives bf16; older GPUs get fp16 with a gradient scaler.
+  - anything else: fp32.
+* ``bf16``: bf16 autocast wherever asked; on a CPU without native bf16 it is emulated, and a warning says so.
+* ``fp16``: CUDA only (with a gradient scaler in training).
+* ``none``: fp32.
+
+Why: without native bf16, PyTorch emulates it. On a 2-core AMD EPYC Zen 3 (AVX2 only) a 1024 x 1024
+``nn.Linear`` on a batch of 256 ran at 87 GFLOP/s in fp32 and 10 GFLOP/s under bf16 autocast (one thread), a head
+epoch of the demo 4.1x slower, the Lite0 backbone 20x slower (issue 18). On AVX-512-bf16 and AMX CPUs bf16 is
+the faster one (``benchmarks/bench_precision.py``).
+
+:func:`cpu_info` also names the CPU's class (``AVX2``, ``AVX-512``, ``AVX-512 bf16``, ``AMX``, ``ARM bf16``,
+``ARM``) for benchmark records (:func:`machine_record`). Tests replace the probe with :func:`set_cpu_probe`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dymsta.utils import get_logger
+
+__all__ = [
+    "AMP_CHOICES",
+    "autocast",
+    "CpuInfo",
+    "Precision",
+    "cpu_info",
+    "machine_record",
+    "probe_cpu",
+    "resolve_precision",
+    "set_cpu_probe",
+]
+
+log = get_logger(__name__)
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+# ONEDNN_MAX_CPU_ISA values (oneDNN's names) that still allow its AVX-512 bf16 or AMX kernels
+_ONEDNN_BF16_ISAS = {
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+    "ALL",
+    "DEFAULT",
+}
+# the extensions a benchmark record lists (x86 from PyTorch's cpuinfo / /proc/cpuinfo, ARM from /proc/cpuinfo)
+_VECTOR_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "avx_vnni",
+    "asimd",
+    "sve",
+    "sve2",
+    "bf16",
+    "i8mm",
+)
+
+_TORCH_FLAG_NAMES = {"avx512_f": "avx512f", "fma3": "fma"}  # PyTorch's cpuinfo names -> /proc/cpuinfo's
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU, as far as precision is concerned.
+
+    Attributes:
+        model: the model name (``/proc/cpuinfo``, else ``platform.processor()``).
+        arch: ``platform.machine()`` (``x86_64``, ``aarch64``, ``arm64``, ...).
+        capability: the kernels PyTorch dispatches to (``torch.backends.cpu.get_cpu_capability()``: ``AVX2``,
+            ``AVX512``, ``DEFAULT``, ``SVE256``, ...).
+        features: the vector extensions found, of :data:`_VECTOR_FLAGS`.
+        native_bf16: whether bf16 matrix products run natively (see the module docstring).
+        isa_class: ``AMX``, ``AVX-512 bf16``, ``AVX-512``, ``AVX2``, ``x86 (no AVX2)``, ``ARM bf16``, ``ARM``, ``other``.
+        reason: one line: why bf16 is or is not native here.
+    """
+
+    model: str
+    arch: str
+    capability: str
+    features: tuple[str, ...]
+    native_bf16: bool
+    isa_class: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What ``train.amp`` resolves to on one device.
+
+    Attributes:
+        name: ``bf16``, ``fp16`` or ``fp32``.
+        dtype: the autocast dtype; None: no autocast (fp32).
+        grad_scaler: training needs a gradient scaler (fp16 on CUDA).
+        reason: one line, for the log.
+    """
+
+    name: str
+    dtype: Any  # torch.dtype | None (kept untyped: this module imports torch lazily)
+    grad_scaler: bool
+    reason: str
+
+
+# ---------------------------------------------------------------------- the CPU probe
+
+
+def _cpuinfo_text() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _cpuinfo_field(text: str, *names: str) -> str:
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in names:
+            return value.strip()
+    return ""
+
+
+def _darwin_has(feature: str) -> bool:
+    try:
+        out = subprocess.run(["sysctl", "-n", feature], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.strip() == "1"
+
+
+def _cpu_flags(text: str) -> set[str]:
+    """Lower-case feature flags: PyTorch's cpuinfo where it answers (x86), plus /proc/cpuinfo (x86 and ARM)."""
+    flags = set(_cpuinfo_field(text, "flags", "features").lower().split())
+    try:
+        import torch
+
+        caps = torch._C._cpu._get_cpu_capability()  # private, but portable: {'avx2': True, 'avx512_bf16': ...}
+        flags |= {_TORCH_FLAG_NAMES.get(name, name) for name, on in caps.items() if on is True}
+    except (AttributeError, ImportError, RuntimeError, TypeError):
+        pass
+    if platform.system() == "Darwin" and _darwin_has("hw.optional.arm.FEAT_BF16"):
+        flags.add("bf16")
+    return flags
+
+
+def _torch_capability() -> str:
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, ImportError, RuntimeError):
+        return "unknown"
+
+
+def probe_cpu() -> CpuInfo:
+    """Read this CPU: model, extensions, PyTorch's kernel level, and whether bf16 is native (uncached)."""
+    text = _cpuinfo_text()
+    arch = platform.machine().lower()
+    model = _cpuinfo_field(text, "model name", "hardware", "cpu model") or platform.processor() or arch or "unknown"
+    flags = _cpu_flags(text)
+    capability = _torch_capability()
+    features = tuple(f for f in _VECTOR_FLAGS if f in flags)
+    if arch in ("x86_64", "amd64", "i686", "x86"):
+        native, isa_class, reason = _x86_bf16(flags, capability)
+    elif arch in ("aarch64", "arm64") or arch.startswith("arm"):
+        native = "bf16" in flags
+        isa_class = "ARM bf16" if native else "ARM"
+        reason = "ARM CPU with bf16 instructions" if native else "ARM CPU without bf16 instructions"
+    else:
+        native, isa_class, reason = False, "other", f"{arch or 'unknown'} CPU: bf16 not known to be native"
+    return CpuInfo(model, arch, capability, features, native, isa_class, reason)
+
+
+def _x86_bf16(flags: set[str], capability: str) -> tuple[bool, str, str]:
+    """``(native_bf16, isa_class, reason)`` of an x86 CPU with these flags and PyTorch kernel level."""
+    if "amx_bf16" in flags:
+        hw, isa_class = "AMX", "AMX"
+    elif "avx512_bf16" in flags:
+        hw, isa_class = "AVX-512 bf16", "AVX-512 bf16"
+    else:
+        isa_class = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "x86 (no AVX2)"
+        return False, isa_class, f"CPU without native bf16 ({isa_class})"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap not in _ONEDNN_BF16_ISAS:
+        return False, isa_class, f"CPU with {hw}, but ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from it (emulated)"
+    if not capability.upper().startswith("AVX512"):
+        return False, isa_class, f"CPU with {hw}, but PyTorch runs its {capability} kernels (ATEN_CPU_CAPABILITY)"
+    return True, isa_class, f"CPU with native bf16 ({hw})"
+
+
+_probe: Callable[[], CpuInfo] = probe_cpu
+_info: CpuInfo | None = None
+_lock = threading.Lock()
+
+
+def cpu_info() -> CpuInfo:
+    """This CPU (probed once per process)."""
+    global _info
+    with _lock:
+        if _info is None:
+            _info = _probe()
+        return _info
+
+
+def set_cpu_probe(probe: Callable[[], CpuInfo] | None) -> None:
+    """Replace the CPU probe (tests; None restores :func:`probe_cpu`) and forget what was probed and logged."""
+    global _probe, _info
+    with _lock:
+        _probe, _info = probe or probe_cpu, None
+    _logged.clear()
+
+
+# ---------------------------------------------------------------------- the precision policy
+
+_logged: set[tuple[str, str, str]] = set()
+
+
+def resolve_precision(amp: str, device: Any) -> Precision:
+    """What ``amp`` (``auto``, ``bf16``, ``fp16``, ``none``) means on ``device`` (a ``torch.device`` or name).
+
+    The choice and its reason are logged once per process (a warning where bf16 is asked for and emulated).
+
+    Raises:
+        ValueError: unknown ``amp``, or ``fp16`` off CUDA.
+    """
+    import torch
+
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"train.amp: must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
+    device = torch.device(device)
+    if amp == "none":
+        p = Precision("fp32", None, False, "no autocast")
+    elif device.type == "cuda":
+        p = _cuda_precision(amp, device)
+    elif amp == "fp16":
+        raise ValueError(f"train.amp=fp16 needs CUDA (on {device.type} use auto, bf16 or none)")
+    elif device.type == "cpu":
+        info = cpu_info()
+        if amp == "auto":
+            p = Precision("bf16", torch.bfloat16, False, info.reason) if info.native_bf16 else None
+            p = p or Precision("fp32", None, False, info.reason)
+        else:
+            p = Precision("bf16", torch.bfloat16, False, info.reason)
+    else:
+        p = Precision("bf16", torch.bfloat16, False, f"asked for on {device}") if amp == "bf16" else None
+        p = p or Precision("fp32", None, False, f"no native-bf16 rule for {device.type}")
+    _log_once(amp, device, p)
+    return p
+
+
+def _cuda_precision(amp: str, device: Any) -> Precision:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    name = f"{torch.cuda.get_device_name(device)}, compute capability {major}.{minor}"
+    if amp == "fp16" or (amp == "auto" and major < 8):
+        return Precision("fp16", torch.float16, True, f"{name}: fp16 with a gradient scaler")
+    if major < 8:
+        return Precision("bf16", torch.bfloat16, False, f"{name} has no native bf16 (emulated)")
+    return Precision("bf16", torch.bfloat16, False, f"{name}: native bf16")
+
+
+def _log_once(amp: str, device: Any, p: Precision) -> None:
+    key = (amp, str(device), p.name)
+    if key in _logged:
+        return
+    _logged.add(key)
+    emulated = device.type == "cpu" and not cpu_info().native_bf16 or "emulated" in p.reason
+    if p.name == "bf16" and emulated:
+        log.warning(
+            "precision: bf16 (train.amp=%s) on %s: %s; PyTorch emulates bf16 here, expect it several times slower "
+            "than fp32 (train.amp=auto picks fp32)",
+            amp,
+            device,
+            p.reason,
+        )
+    else:
+        log.info("precision: %s on %s (train.amp=%s: %s)", p.name, device, amp, p.reason)
+
+
+def machine_record() -> dict[str, Any]:
+    """The CPU fields every benchmark result records: model, class, extensions, native bf16, PyTorch's kernels."""
+    info = asdict(cpu_info())
+    return {
+        "cpu": info["model"],
+        "cpu_class": info["isa_class"],
+        "vector_extensions": list(info["features"]),
+        "native_bf16": info["native_bf16"],
+        "native_bf16_reason": info["reason"],
+        "torch_cpu_capability": info["capability"],  # AVX2 here where ATEN_CPU_CAPABILITY=avx2 caps PyTorch
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "arch": info["arch"],
+        "cores": os.cpu_count(),
+    }
+
+
+def autocast(device: Any, dtype: Any) -> Any:
+    """``torch.autocast`` on ``device`` (a ``torch.device`` or its type) at ``dtype``; a no-op context for None."""
+    import contextlib
+
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(getattr(device, "type", str(device)), dtype=dtype)
