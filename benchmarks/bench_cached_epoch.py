@@ -5,17 +5,17 @@ The demo's shape: three streams (rgb, rgbdiff, mv) of 1280 x 16 x 4 x 4 fp16 per
 videos, batch 32, bf16 autocast, the recipe's head (width 128, sum fusion). The cache is random features written in
 the cache's own format (``bench_memory.make_store``). Methods run interleaved, ``--repeats`` times each; figures
 are medians. Measured: (1) reading an epoch's batches alone, (2) a whole training epoch (read + forward + backward
-+ step). JSON: ``benchmarks/results/bench_cached_epoch.json``.
++ step). JSON: ``benchmarks/results/bench_cached_epoch.json``. ``--smoke``: 16 videos, batch 4, one repeat, in
+seconds (figures meaningless).
 
     python benchmarks/bench_cached_epoch.py [--videos 848] [--repeats 3] [--threads 2]
+    python benchmarks/bench_cached_epoch.py --smoke --out /tmp/bench_cached_epoch.json
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_memory import make_store
+from common import RESULTS, machine
 from dymsta.engine.cache import CachedClips, FeatureStore
 from dymsta.engine.loops import EpochBatchSampler, collate_features, train_one_epoch
 from dymsta.engine.train import HeadNet
@@ -30,8 +32,6 @@ from dymsta.models import ModelConfig, build_model
 from dymsta.models.backbone import pool_grid
 from dymsta.utils import atomic_write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-RESULTS = Path(__file__).resolve().parent / "results"
 STREAMS = ("rgb", "rgbdiff", "mv")
 SHAPE = (1280, 16, 4, 4)
 
@@ -81,11 +81,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="seconds: 16 videos, batch 4, one repeat")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_cached_epoch.json")
     args = ap.parse_args()
+    if args.smoke:
+        args.videos, args.batch, args.repeats = 16, 4, 1
     torch.set_num_threads(args.threads)
-    machine = importlib.import_module("bench_data").machine()  # load average before this run's own work
-    make_store = importlib.import_module("bench_memory").make_store
+    info = machine()  # load average before this run's own work
     with tempfile.TemporaryDirectory() as tmp:
         store_dir = Path(tmp) / "train"
         make_store(store_dir, args.videos, 1, SHAPE, 8, streams=STREAMS)
@@ -116,9 +118,8 @@ def main() -> None:
             f"  {name:26s} read {read:6.2f} s ({base['read'] / read:4.1f}x)  train epoch {train:6.2f} s "
             f"({base['train'] / train:4.2f}x)"
         )
-    atomic_write_json(
-        args.out, {"machine": machine, "videos": args.videos, "streams": STREAMS, "shape": SHAPE, "results": results}
-    )
+    record = {"machine": info, "videos": args.videos, "batch": args.batch, "smoke": args.smoke}
+    atomic_write_json(args.out, {**record, "streams": STREAMS, "shape": SHAPE, "results": results})
     print(f"wrote {args.out}")
 
 

@@ -17,17 +17,20 @@ All in one process run, 16 frames per clip, 224 x 224, on the same clips:
 
 Torch runs single-threaded in this process by default (``--threads``), as DataLoader workers do. After a warm-up,
 the single-process methods run interleaved clip by clip (a busy neighbour on a shared CPU slows them alike), the
-DataLoader passes round-robin; the median of the repeats is reported, ratios computed within this run. JSON goes to ``benchmarks/results/bench_data.json``.
+DataLoader passes round-robin; the median of the repeats is reported, ratios computed within this run. JSON goes to
+``benchmarks/results/bench_data.json``. ``--smoke`` runs every section in seconds on 4 clips of a tiny synthetic set
+(8 frames, 48 px, one repeat; the decode-time resize on one of those clips), its figures meaningless.
 
     python benchmarks/bench_data.py [--quick] [--root ../shared/data] [--repeats 3]
+    python benchmarks/bench_data.py --smoke --out /tmp/bench_data.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -44,6 +48,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 from torch.utils.data import DataLoader
 
+from common import REPO, RESULTS, machine, smoke_dataset
 from dymsta.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -57,9 +62,22 @@ from dymsta.data import (
 from dymsta.data.transforms import center_crop, clip_to_tensor, resize_short_side
 from dymsta.utils import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-FRAMES, SIZE, RESIZE, BATCH = 16, 224, 256, 8
+
+@dataclass(frozen=True)
+class Plan:
+    """Clip shape, loader batch and warm-up of a run: the benchmark's, or smoke mode's tiny ones."""
+
+    frames: int = 16
+    size: int = 224
+    resize: int = 256  # short side before the centre crop
+    batch: int = 8
+    warmup: int = 8  # clips decoded (and loader items) before timing: page cache, imports, allocator
+    resize_repeats: int = 10  # of the decode-time resize section
+    torchcodec_clips: int = 40
+
+
+FULL = Plan()
+SMOKE = Plan(frames=8, size=48, resize=56, batch=2, warmup=1, resize_repeats=1, torchcodec_clips=2)
 
 
 def default_root() -> Path:
@@ -67,31 +85,16 @@ def default_root() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "device": "cpu",
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "av": av.__version__,
-        "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-    }
+def decoder_versions() -> dict:
+    """PyAV's and its bundled FFmpeg's versions, added to the machine record."""
+    return {"av": av.__version__, "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"]))}
 
 
 # ------------------------------------------------------------------------------------------------ methods
 
 
-def naive_clip(path: str, num_frames: int, *, reuse_converter: bool = False) -> torch.Tensor:
-    """Decode and convert every frame, then sample and transform: (3, T, 224, 224)."""
+def naive_clip(path: str, plan: Plan, *, reuse_converter: bool = False) -> torch.Tensor:
+    """Decode and convert every frame, then sample and transform: (3, T, size, size)."""
     with av.open(path) as container:
         if reuse_converter:
             conv = VideoReformatter()
@@ -99,8 +102,8 @@ def naive_clip(path: str, num_frames: int, *, reuse_converter: bool = False) -> 
         else:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     video = np.stack(frames)  # (N, H, W, 3)
-    picked = video[segment_indices(len(video), FRAMES, mode="eval")]
-    x = center_crop(resize_short_side(torch.from_numpy(picked), RESIZE), SIZE)
+    picked = video[segment_indices(len(video), plan.frames, mode="eval")]
+    x = center_crop(resize_short_side(torch.from_numpy(picked), plan.resize), plan.size)
     return clip_to_tensor(x, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
@@ -109,15 +112,16 @@ def decode_only(path: str) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def loader_pass(dataset: VideoClipDataset, workers: int) -> int:
+def loader_pass(dataset: VideoClipDataset, workers: int, batch: int) -> int:
+    """Clips of one DataLoader pass (batches are ``{"video": {stream: tensor}, "label", ...}``)."""
     loader = DataLoader(
         dataset,
-        batch_size=BATCH,
+        batch_size=batch,
         num_workers=workers,
         collate_fn=collate_clips,
         generator=torch.Generator().manual_seed(0),
     )
-    return sum(b["video"].shape[0] for b in loader if b is not None)
+    return sum(len(b["label"]) for b in loader if b is not None)
 
 
 def timed(fn: Callable[[], int]) -> float:
@@ -162,50 +166,56 @@ def summarise(rates: dict[str, list[float]]) -> dict[str, dict]:
     }
 
 
-def throughput(records: list, repeats: int) -> tuple[dict[str, dict], dict[str, dict]]:
+def throughput(records: list, repeats: int, plan: Plan) -> tuple[dict[str, dict], dict[str, dict]]:
     """(single-process per-clip rates, DataLoader pass rates)."""
     paths = [r.path for r in records]
-    kw = {"num_frames": FRAMES, "size": SIZE, "resize": RESIZE, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    kw = {
+        "num_frames": plan.frames,
+        "size": plan.size,
+        "resize": plan.resize,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    }
     eval_ds = VideoClipDataset(records, mode="eval", **kw)
     train_ds = VideoClipDataset(records, mode="train", **kw)
-    warm = min(8, len(records))  # warm-up: page cache, imports, allocator
-    loader_pass(VideoClipDataset(records[:warm], mode="eval", **kw), 0)
+    warm = min(plan.warmup, len(records))
+    loader_pass(VideoClipDataset(records[:warm], mode="eval", **kw), 0, plan.batch)
     for p in paths[:warm]:
-        naive_clip(p, FRAMES)
+        naive_clip(p, plan)
         decode_only(p)
     print("single process, interleaved clip by clip:", flush=True)
     single = measure_per_clip(
         {
             "dataset_eval": lambda i: eval_ds[i],
             "dataset_train": lambda i: train_ds[i],
-            "naive": lambda i: naive_clip(paths[i], FRAMES),
-            "naive_reused_converter": lambda i: naive_clip(paths[i], FRAMES, reuse_converter=True),
+            "naive": lambda i: naive_clip(paths[i], plan),
+            "naive_reused_converter": lambda i: naive_clip(paths[i], plan, reuse_converter=True),
             "decode_only": lambda i: decode_only(paths[i]),
         },
         len(paths),
         repeats,
     )
-    print("DataLoader passes (batch 8):", flush=True)
+    print(f"DataLoader passes (batch {plan.batch}):", flush=True)
     loaders = measure(
         {
-            "loader_eval_w0": lambda: loader_pass(eval_ds, 0),
-            "loader_train_w0": lambda: loader_pass(train_ds, 0),
-            "loader_train_w1": lambda: loader_pass(train_ds, 1),
-            "loader_train_w2": lambda: loader_pass(train_ds, 2),
+            "loader_eval_w0": lambda: loader_pass(eval_ds, 0, plan.batch),
+            "loader_train_w0": lambda: loader_pass(train_ds, 0, plan.batch),
+            "loader_train_w1": lambda: loader_pass(train_ds, 1, plan.batch),
+            "loader_train_w2": lambda: loader_pass(train_ds, 2, plan.batch),
         },
         repeats,
     )
     return single, loaders
 
 
-def decode_time_resize(clip: Path, repeats: int) -> dict:
-    """ms per 16 frames of a 1080p clip to RGB at short side 256, from frames already decoded (decoding costs the
-    same either way): swscale shrink during conversion vs full-size conversion + torch's uint8 resize."""
+def decode_time_resize(clip: Path, repeats: int, plan: Plan) -> dict:
+    """ms per clip (16 frames) of a 1080p clip to RGB at short side 256, from frames already decoded (decoding costs
+    the same either way): swscale shrink during conversion vs full-size conversion + torch's uint8 resize."""
     with av.open(str(clip)) as container:
         decoded = list(container.decode(video=0))
-    frames = [decoded[i] for i in segment_indices(len(decoded), FRAMES, mode="eval")]
+    frames = [decoded[i] for i in segment_indices(len(decoded), plan.frames, mode="eval")]
     w, h = frames[0].width, frames[0].height
-    small = (round(w * RESIZE / min(w, h)), round(h * RESIZE / min(w, h)))
+    small = (round(w * plan.resize / min(w, h)), round(h * plan.resize / min(w, h)))
 
     def swscale() -> None:
         conv = VideoReformatter()
@@ -221,9 +231,9 @@ def decode_time_resize(clip: Path, repeats: int) -> dict:
     def full_then_torch() -> None:
         conv = VideoReformatter()
         full = np.stack([conv.reformat(f, format="rgb24", threads=1).to_ndarray() for f in frames])
-        resize_short_side(torch.from_numpy(full), RESIZE)
+        resize_short_side(torch.from_numpy(full), plan.resize)
 
-    ways = {"swscale_shrink_to_256": swscale, "full_size_then_torch_resize": full_then_torch}
+    ways = {f"swscale_shrink_to_{plan.resize}": swscale, "full_size_then_torch_resize": full_then_torch}
     times: dict[str, list[float]] = {k: [] for k in ways}
     for fn in ways.values():
         fn()
@@ -232,10 +242,9 @@ def decode_time_resize(clip: Path, repeats: int) -> dict:
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) * 1e3)
-    out: dict = {k: {"ms_per_16_frames": round(statistics.median(v), 1)} for k, v in times.items()}
-    out["speedup"] = round(
-        out["full_size_then_torch_resize"]["ms_per_16_frames"] / out["swscale_shrink_to_256"]["ms_per_16_frames"], 2
-    )
+    key = f"ms_per_{plan.frames}_frames"
+    out: dict = {k: {key: round(statistics.median(v), 1)} for k, v in times.items()}
+    out["speedup"] = round(out["full_size_then_torch_resize"][key] / out[f"swscale_shrink_to_{plan.resize}"][key], 2)
     out["clip"] = f"{clip.name} ({w}x{h})"
     return out
 
@@ -243,18 +252,18 @@ def decode_time_resize(clip: Path, repeats: int) -> dict:
 # --------------------------------------------------------------------------------------------- TorchCodec
 
 
-def backend_rates(paths: list[str], repeats: int) -> dict:
-    """clips/s of read_frames for 16 segment-centre frames, PyAV vs TorchCodec, interleaved in this process."""
+def backend_rates(paths: list[str], repeats: int, plan: Plan) -> dict:
+    """clips/s of read_frames for the segment-centre frames, PyAV vs TorchCodec, interleaved in this process."""
     counts = {p: decode_only(p) for p in paths}
 
     def run(backend: str) -> Callable[[], int]:
-        return lambda: sum(
-            read_frames(p, segment_indices(counts[p], FRAMES, mode="eval"), backend=backend, short_side=RESIZE).shape[0]
-            > 0
-            for p in paths
-        )
+        def clips() -> int:
+            idx = {p: segment_indices(counts[p], plan.frames, mode="eval") for p in paths}
+            return sum(read_frames(p, idx[p], backend=backend, short_side=plan.resize).shape[0] > 0 for p in paths)
 
-    for p in paths[:4]:  # warm-up: library loading, page cache
+        return clips
+
+    for p in paths[: min(4, plan.warmup)]:  # warm-up: library loading, page cache
         for backend in ("pyav", "torchcodec"):
             read_frames(p, [0], backend=backend)
     res = measure({"read_frames_pyav": run("pyav"), "read_frames_torchcodec": run("torchcodec")}, repeats)
@@ -275,14 +284,15 @@ def ffmpeg_shim() -> tuple[Path, Path]:
     return shim, libs
 
 
-def torchcodec_section(paths: list[str], repeats: int) -> dict:
+def torchcodec_section(paths: list[str], repeats: int, plan: Plan) -> dict:
     ok, why = torchcodec_available()
     if ok:
-        return {"status": "available", **backend_rates(paths, repeats)}
+        return {"status": "available", **backend_rates(paths, repeats, plan)}
     section: dict = {"status": "unavailable", "reason": why}
     shim, libs = ffmpeg_shim()
     env = dict(os.environ, LD_LIBRARY_PATH=f"{shim}:{libs}:{os.environ.get('LD_LIBRARY_PATH', '')}")
-    cmd = [sys.executable, __file__, "--torchcodec-child", json.dumps({"paths": paths, "repeats": repeats})]
+    spec = {"paths": paths, "repeats": repeats, "plan": dataclasses.asdict(plan)}
+    cmd = [sys.executable, __file__, "--torchcodec-child", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     finally:
@@ -303,43 +313,16 @@ def torchcodec_section(paths: list[str], repeats: int) -> dict:
 # ----------------------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, default=default_root(), help="the shared data folder (holds ucf101-mini/)")
-    ap.add_argument("--quick", action="store_true", help="40 clips, 2 repeats")
-    ap.add_argument("--clips", type=int, default=0, help="clips to use (0 = all 410; --quick: 40)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads of this process (DataLoader workers always use 1); default 1, "
-        "as on a small shared CPU extra threads wait on each other for these small tensors",
-    )
-    ap.add_argument("--out", type=Path, default=RESULTS / "bench_data.json")
-    ap.add_argument("--torchcodec-child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.torchcodec_child:
-        spec = json.loads(args.torchcodec_child)
-        print(json.dumps(backend_rates(spec["paths"], spec["repeats"])))
-        return
-    torch.set_num_threads(args.threads)
-    mini = args.root / "ucf101-mini"
-    if not mini.is_dir():
-        sys.exit(f"{mini}: ucf101-mini not found (give --root or set DYMSTA_SHARED_DATA)")
-    repeats = 2 if args.quick else args.repeats
-    n_clips = args.clips or (40 if args.quick else 0)
-    splits = load_splits("ucf101", mini, val_fraction=0.0)
-    records = sorted(splits.train + splits.test, key=lambda r: r.video_id)
-    if n_clips:
-        records = records[:: max(1, len(records) // n_clips)][:n_clips]
+def run(mini: Path, records: list, repeats: int, plan: Plan, *, resize_clip: Path | None, quick: bool) -> dict:
+    """Every section on ``records`` of the ucf101-mini folder ``mini``; the results record."""
     info = machine()
+    info.update(decoder_versions())
     print(
         f"{len(records)} clips, {repeats} repeats on {info['cpu']} ({info['cores']} cores), "
         f"load {info['loadavg_at_start']}",
         flush=True,
     )
-    single, loaders = throughput(records, repeats)
+    single, loaders = throughput(records, repeats, plan)
     naive, bound = single["naive"]["clips_per_s"], single["decode_only"]["clips_per_s"]
     ratios = {f"{k}_over_naive": round(v["clips_per_s"] / naive, 2) for k, v in single.items() if k != "naive"}
     ratios.update(
@@ -356,12 +339,13 @@ def main() -> None:
         "setup": {
             "dataset": str(mini),
             "clips": len(records),
-            "frames": FRAMES,
-            "size": SIZE,
-            "resize": RESIZE,
-            "batch_size": BATCH,
+            "frames": plan.frames,
+            "size": plan.size,
+            "resize": plan.resize,
+            "batch_size": plan.batch,
             "repeats": repeats,
-            "quick": args.quick,
+            "quick": quick,
+            "smoke": plan == SMOKE,
         },
         "single_process": single,
         "dataloader": loaders,
@@ -371,13 +355,57 @@ def main() -> None:
             "dataset_eval_over_decode_only>=0.5": ratios["dataset_eval_over_decode_only"] >= 0.5,
         },
     }
-    big = args.root / "clips" / "edge" / "ntu_1080p_h264_in_avi.avi"
-    if big.is_file():
-        result["decode_time_resize_1080p"] = decode_time_resize(big, 10)
-    tc_paths = [r.path for r in records[: min(len(records), 40)]]
-    result["torchcodec"] = torchcodec_section(tc_paths, repeats)
+    if resize_clip is not None:
+        result["decode_time_resize_1080p"] = decode_time_resize(resize_clip, plan.resize_repeats, plan)
+    tc_paths = [r.path for r in records[: min(len(records), plan.torchcodec_clips)]]
+    result["torchcodec"] = torchcodec_section(tc_paths, repeats, plan)
+    return result
+
+
+def pick_records(mini: Path, n_clips: int) -> list:
+    """Every clip of ucf101-mini's split 1 (train and test), or ``n_clips`` of them evenly spaced."""
+    splits = load_splits("ucf101", mini, val_fraction=0.0)
+    records = sorted(splits.train + splits.test, key=lambda r: r.video_id)
+    return records[:: max(1, len(records) // n_clips)][:n_clips] if n_clips else records
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=default_root(), help="the shared data folder (holds ucf101-mini/)")
+    ap.add_argument("--quick", action="store_true", help="40 clips, 2 repeats")
+    ap.add_argument("--clips", type=int, default=0, help="clips to use (0 = all 410; --quick: 40)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads of this process (DataLoader workers always use 1); default 1, "
+        "as on a small shared CPU extra threads wait on each other for these small tensors",
+    )
+    ap.add_argument("--smoke", action="store_true", help="seconds: 4 synthetic clips, tiny frames, one repeat")
+    ap.add_argument("--out", type=Path, default=RESULTS / "bench_data.json")
+    ap.add_argument("--torchcodec-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.torchcodec_child:
+        spec = json.loads(args.torchcodec_child)
+        print(json.dumps(backend_rates(spec["paths"], spec["repeats"], Plan(**spec["plan"]))))
+        return
+    torch.set_num_threads(args.threads)
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="bench-data-smoke-") as tmp:
+            mini = smoke_dataset(Path(tmp) / "ucf101-mini")
+            records = pick_records(mini, 4)
+            result = run(mini, records, 1, SMOKE, resize_clip=Path(records[0].path), quick=False)
+    else:
+        mini = args.root / "ucf101-mini"
+        if not mini.is_dir():
+            sys.exit(f"{mini}: ucf101-mini not found (give --root or set DYMSTA_SHARED_DATA)")
+        records = pick_records(mini, args.clips or (40 if args.quick else 0))
+        big = args.root / "clips" / "edge" / "ntu_1080p_h264_in_avi.avi"
+        repeats = 2 if args.quick else args.repeats
+        result = run(mini, records, repeats, FULL, resize_clip=big if big.is_file() else None, quick=args.quick)
     atomic_write_json(args.out, result)
-    print(json.dumps({"ratios": ratios, "targets": result["targets"]}, indent=1))
+    print(json.dumps({"ratios": result["ratios"], "targets": result["targets"]}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -2,17 +2,18 @@
 
 The cache is read row by row (``os.pread``), the evaluation streams, so a process's memory should not grow with the
 number of videos. Each size runs in a fresh subprocess (``ru_maxrss`` is a high-water mark), on a cache of random
-Lite0-shaped features (1280 x 16 x 7 x 7 fp16 per clip, 2 MB) built with the cache's own writer format.
+Lite0-shaped features (1280 x 16 x 7 x 7 fp16 per clip, 2 MB) built with the cache's own writer format. JSON:
+``benchmarks/results/bench_memory.json``. ``--smoke``: 8 videos at 1x of 1280 x 16 x 4 x 4 features, batch 4, in
+seconds (figures meaningless).
 
     python benchmarks/bench_memory.py [--videos 256] [--quick]
+    python benchmarks/bench_memory.py --smoke --out /tmp/bench_memory.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import RESULTS, machine
 
 
 def make_store(
@@ -91,24 +92,22 @@ def child(store: str, classes: int, batch: int) -> None:
     print(json.dumps({"peak_rss_mib": round(peak, 1), "seconds": round(time.time() - t0, 2)}))
 
 
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=256, help="videos at 1x (4x is measured too)")
     ap.add_argument("--quick", action="store_true", help="64 videos at 1x")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 8 videos at 1x, 4x4 grids, batch 4")
+    ap.add_argument("--out", type=Path, default=RESULTS / "bench_memory.json")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
-    videos = 64 if args.quick else args.videos
+    info = machine()  # load average before this run's own work
+    videos = 8 if args.smoke else 64 if args.quick else args.videos
     shape, classes, views, batch = (1280, 16, 7, 7), 8, 1, 32
+    if args.smoke:
+        shape, batch = (1280, 16, 4, 4), 4
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for scale in (1, 4):
@@ -129,15 +128,17 @@ def main() -> None:
             )
     ratio = results[1]["peak_rss_mib"] / results[0]["peak_rss_mib"]
     print(f"peak RSS 4x / 1x = {ratio:.3f}")
-    RESULTS.mkdir(exist_ok=True)
     record = {
-        "machine": _cpu_name(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        "machine": info,
+        "smoke": args.smoke,
+        "row_shape": list(shape),
+        "batch": batch,
         "results": results,
         "rss_ratio_4x_over_1x": round(ratio, 3),
     }
-    (RESULTS / "bench_memory.json").write_text(json.dumps(record, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

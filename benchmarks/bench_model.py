@@ -17,8 +17,10 @@
 Within a section the variants run round-robin, repeat by repeat (a busy neighbour on a shared CPU slows them
 alike), after a warm-up; the median is reported and ratios are computed within this run. The load average before
 and after is recorded: a loaded machine makes every figure lower. JSON: ``benchmarks/results/bench_model.json``.
+``--smoke`` runs every section in seconds (8 frames at 64 px, batch 2, one repeat; figures meaningless).
 
     python benchmarks/bench_model.py [--quick] [--repeats 5] [--no-compile] [--threads N] [--sections head]
+    python benchmarks/bench_model.py --smoke --out /tmp/bench_model.json
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,56 +37,16 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import RESULTS, busy_cores, machine
 from dymsta.models import FrameBackbone, ModelConfig, build_model
 from dymsta.models import runtime as backbone_runtime
 from dymsta.utils import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 T, SIZE, HEAD_BATCH = 16, 224, 32
+SMOKE = False  # --smoke: 8 frames at 64 px, batch 2, the quick variant lists, no Lite2, no compile
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def machine(device: torch.device) -> dict:
-    cpu, flags = "unknown", ""
-    try:
-        lines = open("/proc/cpuinfo").read().splitlines()
-        cpu = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
-        flags = next(ln.split(":", 1)[1] for ln in lines if ln.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "device": str(device),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "amx_bf16": "amx_bf16" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def busy_cores(seconds: float = 1.0) -> float:
-    """Cores kept busy by anything (other processes included) over ``seconds``, from /proc/stat."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        t0, i0 = sample()
-        time.sleep(seconds)
-        t1, i1 = sample()
-    except OSError:
-        return float("nan")
-    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
 def loadavg() -> float:
@@ -131,7 +92,7 @@ def count_flops(fn: Callable[[], None]) -> int:
 
 def matmul_peak(dtype: torch.dtype, repeats: int) -> float:
     """GFLOP/s of an n^3 matmul (median of repeats; n = 2048 on CPU, 8192 on GPU): the practical peak for ``dtype``."""
-    n = 8192 if DEVICE.type == "cuda" else 2048
+    n = 8192 if DEVICE.type == "cuda" else 256 if SMOKE else 2048
     a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     sec = round_robin({"mm": lambda: torch.mm(a, b)}, warmup=2, repeats=repeats)["mm"]
     return 2 * n**3 / sec / 1e9
@@ -165,6 +126,8 @@ def _runtime_variants(frames: int, run: Callable) -> tuple[dict, dict]:
     runtimes = [r for r in ("openvino", "onnxruntime") if backbone_runtime.installed(r)]
     models = [("efficientnet_lite0", SIZE, "")]
     try:
+        if SMOKE:
+            raise RuntimeError("smoke mode")
         lite2 = _backbone("efficientnet_lite2")
         models.append(("efficientnet_lite2", 260, "Lite2 260: "))
     except Exception as e:  # noqa: BLE001 - its weights package is optional
@@ -195,7 +158,7 @@ def _runtime_variants(frames: int, run: Callable) -> tuple[dict, dict]:
 
 def bench_backbone(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
     # 32 frames: the batch of the naive-baseline probe in DESIGN.md (CPU NCHW fp32 falls off a cliff above 8)
-    frames = 256 if DEVICE.type == "cuda" else 32
+    frames = 256 if DEVICE.type == "cuda" else 4 if SMOKE else 32
     video = torch.randn(1, 3, frames, SIZE, SIZE, device=DEVICE)
     big = torch.randn(1, 3, 2 * frames, SIZE, SIZE, device=DEVICE)
     nchw, cl = _backbone(channels_last=False), _backbone()
@@ -322,7 +285,7 @@ def _train_step(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tenso
 
 
 def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
-    batch = 256 if DEVICE.type == "cuda" else 16 if args.quick else HEAD_BATCH
+    batch = 256 if DEVICE.type == "cuda" else HEAD_BATCH if SMOKE else 16 if args.quick else HEAD_BATCH
     names = list(HEADS)[:3] + ["tsn head"] if args.quick else list(HEADS)
     labels = torch.randint(0, 101, (batch,), device=DEVICE)
     fns, flops, grids = {}, {}, {}
@@ -380,7 +343,7 @@ def bench_head(args: argparse.Namespace, peaks: dict[str, float]) -> dict:
 def bench_full(args: argparse.Namespace) -> dict:
     batch = 16 if DEVICE.type == "cuda" else 1 if args.quick else 2
     video = torch.randn(batch, 3, T, SIZE, SIZE, device=DEVICE)
-    small = torch.randn(batch, 3, T, 112, 112, device=DEVICE)
+    small = torch.randn(batch, 3, T, min(SIZE, 112), min(SIZE, 112), device=DEVICE)
     dymsta = build_model(ModelConfig()).eval().to(DEVICE)
     tsn = build_model(ModelConfig(arch="tsn")).eval().to(DEVICE)
     r2plus1d = build_model(ModelConfig(arch="r2plus1d_18", pretrained=False)).eval().to(DEVICE)
@@ -458,10 +421,14 @@ def main() -> None:
         default=4,
         help="grid of the head rows that do not set their own (4: Lite0 at 224; 3: Lite2)",
     )
+    p.add_argument("--smoke", action="store_true", help="seconds: 8 frames at 64 px, batch 2, one repeat")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_model[_cuda].json)")
     args = p.parse_args()
-    global DEVICE
+    global DEVICE, SMOKE, T, SIZE, HEAD_BATCH
     DEVICE = torch.device(args.device)
+    if args.smoke:
+        SMOKE, T, SIZE, HEAD_BATCH = True, 8, 64, 2
+        args.quick, args.no_compile, args.repeats, args.warmup = True, True, 1, 0
     if args.out is None:
         args.out = RESULTS / ("bench_model.json" if DEVICE.type == "cpu" else f"bench_model_{DEVICE.type}.json")
     args.repeats = args.repeats or (3 if args.quick else 7)
@@ -480,7 +447,7 @@ def main() -> None:
     t0 = time.perf_counter()
     peaks = {"fp32": matmul_peak(torch.float32, args.repeats), "bf16": matmul_peak(torch.bfloat16, args.repeats)}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    result = {"machine": machine(DEVICE), "quick": args.quick, "repeats": args.repeats}
+    result = {"machine": machine(DEVICE), "quick": args.quick, "smoke": SMOKE, "repeats": args.repeats}
     if DEVICE.type == "cuda":
         result["accelerator_check"] = check_accelerator()  # correctness first
     result["matmul_peak_gflop_per_s"] = peaks

@@ -10,36 +10,33 @@
 
 The methods run interleaved clip by clip after a warm-up (a busy neighbour slows them alike); each figure is the
 median over repeats of the total time over the clips; ratios are within this run. Torch runs single-threaded, as
-DataLoader workers do. JSON: ``benchmarks/results/bench_motion.json``.
+DataLoader workers do. JSON: ``benchmarks/results/bench_motion.json``. ``--smoke``: the same on 4 clips of a tiny
+synthetic set, 8 frames at 64 px, one repeat, in seconds (figures meaningless).
 
     python benchmarks/bench_motion.py [--clips 80] [--repeats 3]
+    python benchmarks/bench_motion.py --smoke --out /tmp/bench_motion.json
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from common import REPO, RESULTS, machine, smoke_dataset
 from dymsta.data import IMAGENET_MEAN, IMAGENET_STD, VideoClipDataset, load_splits, segment_indices
 from dymsta.data.datasets import motion_windows
 from dymsta.data.decode import read_clip
 from dymsta.data.motion import MotionSettings
 from dymsta.utils import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-T, SIZE = 16, 224
-
-
-def machine() -> dict:
-    import importlib
-
-    return importlib.import_module("bench_data").machine()
+T, SIZE = 16, 224  # frames per clip, crop size (smoke: 8, 64)
+SMOKE_T, SMOKE_SIZE = 8, 64
 
 
 def interleaved(methods: dict[str, Callable[[int], object]], n: int, repeats: int) -> dict[str, float]:
@@ -59,11 +56,11 @@ def interleaved(methods: dict[str, Callable[[int], object]], n: int, repeats: in
     return {k: statistics.median(v) for k, v in totals.items()}
 
 
-def decode_section(records: list, repeats: int) -> dict:
+def decode_section(records: list, repeats: int, frames: int = T) -> dict:
     plans = []
     for r in records:
-        idx = segment_indices(r.num_frames, T)
-        windows = {w: motion_windows(idx, r.num_frames, T, window=w) for w in (1, 0)}  # 0: the whole segment
+        idx = segment_indices(r.num_frames, frames)
+        windows = {w: motion_windows(idx, r.num_frames, frames, window=w) for w in (1, 0)}  # 0: the whole segment
         plans.append((r.path, idx, windows))
 
     def method(following: int, motion: bool, window: int = 1) -> Callable[[int], object]:
@@ -89,17 +86,19 @@ def decode_section(records: list, repeats: int) -> dict:
     return {k: {"clips_per_s": len(plans) / v, "x_plain": v / base} for k, v in sec.items()}
 
 
-def dataset_section(records: list, repeats: int) -> dict:
+def dataset_section(records: list, repeats: int, frames: int = T, size: int = SIZE) -> dict:
+    grid = -(-size // 32)  # Lite0's feature grid at this size (7 x 7 at 224)
+
     def dataset(modalities: tuple[str, ...], motion: MotionSettings | None = None) -> VideoClipDataset:
         return VideoClipDataset(
             records,
-            num_frames=T,
-            size=SIZE,
+            num_frames=frames,
+            size=size,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             modalities=modalities,
             motion=motion,
-            feature_grid=(7, 7),
+            feature_grid=(grid, grid),
         )
 
     sets = {
@@ -111,11 +110,43 @@ def dataset_section(records: list, repeats: int) -> dict:
     }
     sec = interleaved({k: ds.__getitem__ for k, ds in sets.items()}, len(records), repeats)
     base = sec["rgb"]
-    backbone_frames = {k: T * len(ds.motion.image_streams(ds.modalities)) for k, ds in sets.items()}
+    backbone_frames = {k: frames * len(ds.motion.image_streams(ds.modalities)) for k, ds in sets.items()}
     return {
         k: {"clips_per_s": len(records) / v, "x_rgb": v / base, "backbone_frames_per_clip": backbone_frames[k]}
         for k, v in sec.items()
     }
+
+
+def run(records: list, repeats: int, frames: int, size: int) -> dict:
+    """Both sections on ``records``; the results record."""
+    print(f"{len(records)} clips, {frames} frames, {size} px, {repeats} repeats", flush=True)
+    info = machine()  # load average before this run's own work
+    decode = decode_section(records, repeats, frames)
+    print("\n1. decoding the sampled frames (read_clip)")
+    for k, v in decode.items():
+        print(f"  {k:32s} {v['clips_per_s']:7.1f} clips/s  {v['x_plain']:.3f}x plain")
+    items = dataset_section(records, repeats, frames, size)
+    print("\n2-3. one dataset item (eval view) and backbone frames per clip")
+    for k, v in items.items():
+        print(
+            f"  {k:32s} {v['clips_per_s']:7.1f} clips/s  {v['x_rgb']:.2f}x rgb  {v['backbone_frames_per_clip']} frames"
+        )
+    return {
+        "machine": info,
+        "clips": len(records),
+        "frames": frames,
+        "size": size,
+        "repeats": repeats,
+        "decode": decode,
+        "dataset": items,
+    }
+
+
+def pick_records(mini: Path, n: int) -> list:
+    """``n`` clips of ucf101-mini's split 1 (train and test), evenly spaced."""
+    splits = load_splits("ucf101", mini, val_fraction=0.0)
+    records = splits.train + splits.test
+    return records[:: max(1, len(records) // n)][:n]
 
 
 def main() -> None:
@@ -123,31 +154,19 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--clips", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="seconds: 4 synthetic clips, 8 frames, 64 px, one repeat")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_motion.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    splits = load_splits("ucf101", args.root / "ucf101-mini", val_fraction=0.0)
-    records = (splits.train + splits.test)[:: max(1, (len(splits.train) + len(splits.test)) // args.clips)][
-        : args.clips
-    ]
-    print(f"{len(records)} ucf101-mini clips, {T} frames, {args.repeats} repeats", flush=True)
-    decode = decode_section(records, args.repeats)
-    print("\n1. decoding the sampled frames (read_clip)")
-    for k, v in decode.items():
-        print(f"  {k:32s} {v['clips_per_s']:7.1f} clips/s  {v['x_plain']:.3f}x plain")
-    items = dataset_section(records, args.repeats)
-    print("\n2-3. one dataset item (eval view) and backbone frames per clip")
-    for k, v in items.items():
-        print(
-            f"  {k:32s} {v['clips_per_s']:7.1f} clips/s  {v['x_rgb']:.2f}x rgb  {v['backbone_frames_per_clip']} frames"
-        )
-    out = {"machine": machine(), "clips": len(records), "repeats": args.repeats, "decode": decode, "dataset": items}
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="bench-motion-smoke-") as tmp:
+            out = run(pick_records(smoke_dataset(Path(tmp) / "ucf101-mini"), 4), 1, SMOKE_T, SMOKE_SIZE)
+        out["smoke"] = True
+    else:
+        out = run(pick_records(args.root / "ucf101-mini", args.clips), args.repeats, T, SIZE)
     atomic_write_json(args.out, out)
     print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

@@ -13,7 +13,10 @@ untrained head weights unless ``--run`` names a trained one: speed and memory do
 are real UCF101 AVIs from ../shared/data/ucf101-mini when present, else synthetic ones. Results go to
 ``benchmarks/results/bench_predict.json``, tagged with the machine and its load average.
 
+``--smoke``: 1 clip, one repeat, 3- and 6-second timelines, in seconds (figures meaningless).
+
     python benchmarks/bench_predict.py [--clips 32] [--long-minutes 10] [--short-minutes 1] [--quick]
+    python benchmarks/bench_predict.py --smoke --out /tmp/bench_predict.json
 """
 
 from __future__ import annotations
@@ -30,11 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import machine  # noqa: E402
+from common import REPO, RESULTS, machine
+from dymsta.utils import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = REPO.parent / "shared" / "data"
 
 
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--stride", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="8 clips, 1 repeat, 0.5 vs 5 minutes")
+    parser.add_argument("--smoke", action="store_true", help="seconds: 1 clip, 1 repeat, 3 vs 6 seconds")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "bench_predict.json"))
@@ -195,7 +197,13 @@ def main() -> None:
         return
     if args.quick:
         args.clips, args.repeats, args.short_minutes, args.long_minutes = 8, 1, 0.5, 5.0
-    result: dict = {"machine": machine(), "device": "cpu"}  # machine(): CPU model, cores, load at the start
+    if args.smoke:
+        args.clips, args.repeats, args.short_minutes, args.long_minutes = 1, 1, 0.05, 0.1
+    result: dict = {
+        "machine": machine(),
+        "device": "cpu",
+        "smoke": args.smoke,
+    }  # machine(): CPU model, cores, load at the start
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         folder = Path(tmp)
         run = Path(args.run) if args.run else make_checkpoint(folder / "run")
@@ -209,8 +217,7 @@ def main() -> None:
             )
             print(json.dumps({"timeline": result["timeline"]}, indent=2), flush=True)
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(Path(args.out), result)
     print(f"wrote {args.out}")
 
 

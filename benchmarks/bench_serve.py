@@ -15,7 +15,10 @@ trained one: speed does not depend on the weights. The clip is a real UCF101 AVI
 else a synthetic one. Results go to ``benchmarks/results/bench_serve.json``, tagged with the machine and its load
 average (the figures there were taken while other jobs ran on the same cores: see ``machine``).
 
+``--smoke``: 2 rounds, 4 requests, one warm-up, in seconds (figures meaningless).
+
     python benchmarks/bench_serve.py [--rounds 20] [--requests 24] [--workers 2] [--run RUN_DIR]
+    python benchmarks/bench_serve.py --smoke --out /tmp/bench_serve.json
 """
 
 from __future__ import annotations
@@ -34,13 +37,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
-SHARED = REPO.parent / "shared" / "data"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import make_checkpoint
+from common import REPO, RESULTS, machine
+from dymsta.utils import atomic_write_json
 
-from bench_data import machine  # noqa: E402
-from bench_predict import make_checkpoint  # noqa: E402
+SHARED = REPO.parent / "shared" / "data"
 
 
 def find_clip(folder: Path) -> Path:
@@ -107,15 +108,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="the server's worker threads")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="seconds: 2 rounds, 4 requests, 1 warm-up")
     parser.add_argument("--out", default=str(RESULTS / "bench_serve.json"))
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.requests, args.warmup = 2, 4, 1
 
     import uvicorn
 
     from dymsta.engine.predict import Predictor
     from dymsta.serve import ServeConfig, create_app
 
-    result: dict = {"machine": machine(), "device": "cpu"}  # machine(): CPU model, cores, load at the start
+    result: dict = {
+        "machine": machine(),
+        "device": "cpu",
+        "smoke": args.smoke,
+    }  # machine(): CPU model, cores, load at the start
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         folder = Path(tmp)
         run = Path(args.run) if args.run else make_checkpoint(folder / "run")
@@ -205,8 +213,7 @@ def main() -> None:
             f"load average {load} on {cores} cores at the start: other jobs shared the CPU during the measurement"
         )
     print(json.dumps(result, indent=2), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(Path(args.out), result)
     print(f"wrote {args.out}")
 
 

@@ -143,3 +143,32 @@ def test_pipeline_and_predictor_follow_the_policy(probe, colour_run: dict) -> No
         assert predictor.amp_dtype is dtype and predictor.runner.amp_dtype is dtype
         result = next(predictor.predict_files(colour_run["test_videos"][:1], workers=0))
         assert result["error"] is None and result["label"] == "blue"
+
+
+def test_conv3d_probe_matches_a_real_r2plus1d_gradient() -> None:
+    """The probe's answer holds for R(2+1)D's deepest temporal conv (3-frame kernel over 2 frames): where it says
+    bf16 is right the gradient is within bf16 rounding of fp32, where it says wrong it is not."""
+    torch.manual_seed(0)
+    x, w = torch.randn(4, 64, 2, 7, 7), torch.randn(64, 64, 3, 1, 1) * 0.05
+    gy = torch.randn(4, 64, 2, 7, 7)
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        wd = w.to(dtype).clone().requires_grad_()
+        torch.nn.functional.conv3d(x.to(dtype), wd, None, 1, (1, 0, 0)).backward(gy.to(dtype))
+        grads.append(wd.grad.float())
+    err = ((grads[1] - grads[0]).abs().max() / grads[0].abs().max()).item()
+    assert hw.bf16_conv3d_grad_ok() == (err == err and err < 0.05)  # err == err: not NaN
+
+
+@pytest.mark.parametrize("probe_ok", [True, False])
+def test_guard_keeps_frame_heads_and_moves_3d_cnns_to_fp32(monkeypatch: pytest.MonkeyPatch, probe_ok: bool) -> None:
+    from dymsta.models import ModelConfig, build_model
+
+    monkeypatch.setitem(hw._conv3d_probe, "ok", probe_ok)
+    bf16 = hw.Precision("bf16", torch.bfloat16, False, "test")
+    head = build_model(ModelConfig(pretrained=False, num_classes=3))
+    cnn = build_model(ModelConfig(arch="r2plus1d_18", pretrained=False, num_classes=3))
+    assert hw.guard_model_precision(bf16, head, "cpu") is bf16
+    assert hw.guard_model_precision(bf16, cnn, "cpu").name == ("bf16" if probe_ok else "fp32")
+    fp32 = hw.Precision("fp32", None, False, "test")
+    assert hw.guard_model_precision(fp32, cnn, "cpu") is fp32

@@ -41,6 +41,8 @@ __all__ = [
     "CpuInfo",
     "Precision",
     "cpu_info",
+    "bf16_conv3d_grad_ok",
+    "guard_model_precision",
     "machine_record",
     "probe_cpu",
     "resolve_precision",
@@ -272,6 +274,51 @@ def resolve_precision(amp: str, device: Any) -> Precision:
         p = p or Precision("fp32", None, False, f"no native-bf16 rule for {device.type}")
     _log_once(amp, device, p)
     return p
+
+
+_conv3d_probe: dict[str, bool] = {}
+
+
+def bf16_conv3d_grad_ok() -> bool:
+    """Whether PyTorch's CPU bf16 ``Conv3d`` weight gradient is right where the temporal kernel is longer than the
+    clip it slides over (R(2+1)D's deepest layers see 2 frames under a 3-frame kernel).
+
+    oneDNN's AVX-512 kernels in torch 2.14 return NaN or values near 1e32 there (measured on an AMD EPYC Zen 4, AVX-512
+    bf16; the AVX2 path is right), so a 16-channel probe is compared with fp32 once per process (milliseconds).
+    """
+    if "ok" not in _conv3d_probe:
+        import torch
+        import torch.nn.functional as F
+
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 16, 2, 3, 3, generator=g)
+        w = torch.randn(16, 16, 3, 1, 1, generator=g) * 0.1
+        gy = torch.randn(2, 16, 2, 3, 3, generator=g)
+        grads = []
+        for dtype in (torch.float32, torch.bfloat16):
+            wd = w.to(dtype).clone().requires_grad_()
+            with torch.enable_grad():
+                F.conv3d(x.to(dtype), wd, None, 1, (1, 0, 0)).backward(gy.to(dtype))
+            grads.append(wd.grad.float())
+        err = (grads[1] - grads[0]).abs().max() / grads[0].abs().max()
+        _conv3d_probe["ok"] = bool(torch.isfinite(err) and err < 0.05)
+    return _conv3d_probe["ok"]
+
+
+def guard_model_precision(precision: Precision, model: Any, device: Any) -> Precision:
+    """``precision``, or fp32 where bf16 would train ``model`` wrongly on this CPU: a 3D CNN on raw clips
+    (``uses_frame_backbone`` false, ``Conv3d`` with a temporal kernel) while :func:`bf16_conv3d_grad_ok` is false.
+    The frame-backbone heads never slide a temporal kernel past their 8+ frames and keep bf16."""
+    import torch
+
+    if precision.name != "bf16" or torch.device(device).type != "cpu" or getattr(model, "uses_frame_backbone", True):
+        return precision
+    temporal = any(isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1 for m in model.modules())
+    if not temporal or bf16_conv3d_grad_ok():
+        return precision
+    reason = "this CPU's bf16 Conv3d weight gradient is wrong (oneDNN AVX-512 kernels, torch 2.14): fp32 for 3D CNNs"
+    log.warning("precision: fp32 instead of bf16 for %s: %s", type(model).__name__, reason)
+    return Precision("fp32", None, False, reason)
 
 
 def _cuda_precision(amp: str, device: Any) -> Precision:

@@ -17,11 +17,12 @@ comes out upright, with height and width swapped for 90/270 degrees.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
     "VideoInfo",
     "probe_video",
     "ClipRequest",
+    "cut_clips",
     "DecodedClip",
     "FrameScan",
     "is_partial",
@@ -461,79 +463,115 @@ def _stream(
     """:func:`stream_clips`; ``from_start``: clips start at frame 0, so even one wholly past the end is yielded
     (with the last decodable frame), as :func:`read_clip` promises; ``to_end``: decode to the end of the stream
     and hold every clip until then, so that each reports the stream's real frame count (one clip, read_clip)."""
-    from dymsta.data.motion import MOTION_VECTOR_CODECS, MV_SOURCES
-
     pending_requests = iter(requests)
     first = next(pending_requests, None)
     if first is None:
         return
     _check_file(path)
     with _open(path) as container:
-        stream = _video_stream(container, path)
-        if motion_source not in MV_SOURCES:
-            raise ValueError(f"motion_source must be one of {', '.join(MV_SOURCES)}, got {motion_source!r}")
-        if motion_source == "flow":
-            motion_fallback = "flow"
-        has_vectors = stream.codec_context.name in MOTION_VECTOR_CODECS
-        use_vectors = first.motion_windows is not None and motion_source == "codec" and has_vectors
-        if use_vectors:
-            stream.codec_context.options = {"flags2": "+export_mvs"}
-        convert = _RGBConverter(short_side)
+        yield from cut_clips(
+            container,
+            path,
+            itertools.chain([first], pending_requests),
+            short_side=short_side,
+            motion_fallback=motion_fallback,
+            motion_source=motion_source,
+            strict=strict,
+            to_end=to_end,
+            from_start=from_start,
+        )
 
-        def plan_of(r: ClipRequest) -> _DecodePlan:
-            idx = [int(i) for i in r.indices]
-            if not idx or min(idx) < 0:
-                raise ValueError(f"{path}: every clip needs frame indices >= 0, got {list(r.indices)[:8]}")
-            if (r.motion_windows is not None) != (first.motion_windows is not None):
-                raise ValueError(f"{path}: either every clip asks for motion windows or none does")
-            following = r.following
-            if r.motion_windows is not None and not use_vectors and motion_fallback == "flow":
-                following = max(following, 1)  # the optical-flow fallback needs each frame's successor
-            plan = _DecodePlan(idx, following, r.motion_windows if use_vectors else None, r.motion_windows)
-            if from_start:
-                plan.first = 0
-            return plan
 
-        failure: list[str] = []  # FFmpeg's message where decoding failed mid-stream (strict=False)
+def cut_clips(
+    container: av.container.InputContainer,
+    path: str | os.PathLike,
+    requests: Iterable[ClipRequest],
+    *,
+    short_side: int | None = None,
+    motion_fallback: str = "flow",
+    motion_source: str = "codec",
+    strict: bool = True,
+    to_end: bool = False,
+    from_start: bool = False,
+    on_frame: Callable[[int], None] | None = None,
+) -> Iterator[DecodedClip]:
+    """:func:`stream_clips` over an open container (a file, or a live source: :mod:`dymsta.data.live`), named
+    ``path`` in messages. Each clip is yielded as soon as its last frame is decoded; ``requests`` is read lazily,
+    so it may be endless. ``on_frame(index)`` is called for every decoded frame, before it is used (an exception
+    it raises ends the pass)."""
+    from dymsta.data.motion import MOTION_VECTOR_CODECS, MV_SOURCES
 
-        def decoded_frames() -> Iterator[tuple[int, av.VideoFrame]]:
-            i = -1
-            try:
-                for frame in container.decode(stream):
-                    i += 1
-                    yield i, frame
-            except av.error.FFmpegError as e:
-                if strict or i < 0:
-                    raise VideoDecodeError(path, f"decoding failed after frame {i} ({_ffmpeg_message(e)})") from None
-                failure.append(_ffmpeg_message(e))
+    pending_requests = iter(requests)
+    first = next(pending_requests, None)
+    if first is None:
+        return
+    stream = _video_stream(container, path)
+    if motion_source not in MV_SOURCES:
+        raise ValueError(f"motion_source must be one of {', '.join(MV_SOURCES)}, got {motion_source!r}")
+    if motion_source == "flow":
+        motion_fallback = "flow"
+    has_vectors = stream.codec_context.name in MOTION_VECTOR_CODECS
+    use_vectors = first.motion_windows is not None and motion_source == "codec" and has_vectors
+    if use_vectors:
+        stream.codec_context.options = {"flags2": "+export_mvs"}
+    convert = _RGBConverter(short_side)
 
-        upcoming: _DecodePlan | None = plan_of(first)
-        active: deque[_DecodePlan] = deque()  # started and not yet yielded, in request order
-        started_at, decoded = 0, 0
-        for index, frame in decoded_frames():
-            decoded = index + 1
-            while upcoming is not None and upcoming.first <= index:
-                if upcoming.first < started_at:
-                    raise ValueError(f"{path}: clips must come in order of their first frame")
-                started_at = upcoming.first
-                active.append(upcoming)
-                nxt = next(pending_requests, None)
-                upcoming = plan_of(nxt) if nxt is not None else None
-            if active:
-                shared = _Frame(frame, convert)
-                for plan in active:
-                    if not plan.done:
-                        plan.feed(index, shared)
-                while active and active[0].done and not to_end:
-                    yield _finish(active.popleft(), convert, decoded, use_vectors, motion_fallback)
-            if not active and upcoming is None and not to_end:
-                break
-        if decoded == 0:
-            raise VideoDecodeError(path, "zero decodable frames")
-        for plan in active:  # every clip the stream reached; those it ended before hold its last frame
-            clip = _finish(plan, convert, decoded, use_vectors, motion_fallback)
-            clip.error = failure[0] if failure and clip.ended_early else ""
-            yield clip
+    def plan_of(r: ClipRequest) -> _DecodePlan:
+        idx = [int(i) for i in r.indices]
+        if not idx or min(idx) < 0:
+            raise ValueError(f"{path}: every clip needs frame indices >= 0, got {list(r.indices)[:8]}")
+        if (r.motion_windows is not None) != (first.motion_windows is not None):
+            raise ValueError(f"{path}: either every clip asks for motion windows or none does")
+        following = r.following
+        if r.motion_windows is not None and not use_vectors and motion_fallback == "flow":
+            following = max(following, 1)  # the optical-flow fallback needs each frame's successor
+        plan = _DecodePlan(idx, following, r.motion_windows if use_vectors else None, r.motion_windows)
+        if from_start:
+            plan.first = 0
+        return plan
+
+    failure: list[str] = []  # FFmpeg's message where decoding failed mid-stream (strict=False)
+
+    def decoded_frames() -> Iterator[tuple[int, av.VideoFrame]]:
+        i = -1
+        try:
+            for frame in container.decode(stream):
+                i += 1
+                yield i, frame
+        except av.error.FFmpegError as e:
+            if strict or i < 0:
+                raise VideoDecodeError(path, f"decoding failed after frame {i} ({_ffmpeg_message(e)})") from None
+            failure.append(_ffmpeg_message(e))
+
+    upcoming: _DecodePlan | None = plan_of(first)
+    active: deque[_DecodePlan] = deque()  # started and not yet yielded, in request order
+    started_at, decoded = 0, 0
+    for index, frame in decoded_frames():
+        decoded = index + 1
+        if on_frame is not None:
+            on_frame(index)
+        while upcoming is not None and upcoming.first <= index:
+            if upcoming.first < started_at:
+                raise ValueError(f"{path}: clips must come in order of their first frame")
+            started_at = upcoming.first
+            active.append(upcoming)
+            nxt = next(pending_requests, None)
+            upcoming = plan_of(nxt) if nxt is not None else None
+        if active:
+            shared = _Frame(frame, convert)
+            for plan in active:
+                if not plan.done:
+                    plan.feed(index, shared)
+            while active and active[0].done and not to_end:
+                yield _finish(active.popleft(), convert, decoded, use_vectors, motion_fallback)
+        if not active and upcoming is None and not to_end:
+            break
+    if decoded == 0:
+        raise VideoDecodeError(path, "zero decodable frames")
+    for plan in active:  # every clip the stream reached; those it ended before hold its last frame
+        clip = _finish(plan, convert, decoded, use_vectors, motion_fallback)
+        clip.error = failure[0] if failure and clip.ended_early else ""
+        yield clip
 
 
 def _finish(plan: _DecodePlan, convert: _RGBConverter, decoded: int, use_vectors: bool, fallback: str) -> DecodedClip:

@@ -24,7 +24,6 @@ import bisect
 import dataclasses
 import glob
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -39,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from dymsta.config import DataConfig, config_from_dict
 from dymsta.data import VideoClipDataset, VideoDecodeError, VideoRecord, probe_video, read_frames
 from dymsta.data.datasets import DecodeReport
-from dymsta.data.decode import ClipRequest, iter_frames, stream_clips
+from dymsta.data.decode import iter_frames
 from dymsta.data.motion import MotionSettings
 from dymsta.data.sampling import segment_indices
 from dymsta.data.splits import VIDEO_EXTENSIONS
@@ -47,6 +46,7 @@ from dymsta.data.transforms import frames_to_input
 from dymsta.engine import distributed as D
 from dymsta.engine.calibration import TEMPERATURE_KEY, softmax
 from dymsta.engine.checkpoint import CheckpointError
+from dymsta.engine.stream import sliding_windows, timeline
 from dymsta.hardware import autocast, resolve_precision
 from dymsta.utils import atomic_path, get_logger, progress
 
@@ -399,8 +399,11 @@ class Predictor:
         batch_size: int = 8,
         plot: str | os.PathLike | None = None,
         video_out: str | os.PathLike | None = None,
+        smooth: int = 1,
+        min_segment: float = 0.0,
     ) -> dict[str, Any]:
-        """Classify sliding windows of ``window`` seconds every ``stride`` seconds, in one streaming pass.
+        """Classify sliding windows of ``window`` seconds every ``stride`` seconds, in one streaming pass
+        (:mod:`dymsta.engine.stream`, the path of ``--stream`` too, reading a file).
 
         Each window is a clip of the recipe's sampling (``num_frames`` segment centres inside the window). Only
         the frames of the windows in flight are held, so memory stays flat with the video's length. Consecutive
@@ -414,6 +417,8 @@ class Predictor:
             batch_size: windows per model call.
             plot: write the class probabilities over time as this PNG.
             video_out: write the video with the current label drawn on it as this MP4.
+            smooth: windows over which probabilities are averaged before labelling (centred; 1 = none).
+            min_segment: segments shorter than this many seconds merge into a neighbour.
 
         Returns:
             A dict (docs/predict.md): ``video``, ``duration_s``, ``fps``, ``window_s``, ``stride_s``,
@@ -422,59 +427,18 @@ class Predictor:
             "predictions"}``), and ``plot`` / ``video_out`` when written. A file that cannot be used gives
             ``error`` and no segments.
         """
-        if not (window > 0 and stride > 0):
-            raise ValueError(f"--window and --stride must be > 0 seconds, got {window} and {stride}")
-        result: dict[str, Any] = {
-            "video": str(path),
-            "duration_s": 0.0,
-            "fps": 0.0,
-            "window_s": window,
-            "stride_s": stride,
-            "frames_decoded": 0,
-            "frames_expected": 0,
-            "warnings": [],
-            "error": None,
-            "segments": [],
-            "windows": [],
-        }
-        try:
-            info = probe_video(path)
-        except VideoDecodeError as e:
-            result["error"] = str(e)
-            return result
-        fps = info.fps if info.fps > 0 else 25.0
-        duration = info.num_frames / fps
-        result.update(duration_s=round(duration, 3), fps=round(fps, 3), frames_expected=info.expected_frames)
-        spans = sliding_windows(info.num_frames, fps, window, stride)
-        try:
-            probs, decoded, ended = self._window_probs(path, spans, batch_size)
-        except VideoDecodeError as e:
-            result["error"] = str(e)
-            return result
-        spans = spans[: len(probs)]
-        result["frames_decoded"] = decoded
-        if decoded < info.expected_frames and (ended or info.num_frames < info.expected_frames):
-            result["warnings"].append(
-                f"{path}: decoded {decoded} of {info.expected_frames} frames (truncated or corrupt)"
-            )
-            log.warning("%s", result["warnings"][-1])
-        owned = _owned_spans([(a / fps, b / fps) for a, b in spans], duration)
-        labels = []
-        for (a, b), p in zip(spans, probs, strict=True):
-            label, predictions = self._ranked(p, top_k)
-            labels.append(label)
-            result["windows"].append(
-                {"segment": [round(a / fps, 3), round(b / fps, 3)], "label": label, "predictions": predictions}
-            )
-        result["segments"] = self._segments(owned, labels, probs)
-        if plot is not None and probs:
+        result, probs, spans, fps = timeline(
+            self, str(path), window=window, stride=stride, top_k=top_k, batch_size=batch_size, smooth=smooth,
+            min_segment=min_segment,
+        )  # fmt: skip
+        if plot is not None and len(probs):
             from dymsta.reports import plot_timeline
 
             centres = np.array([(a + b) / 2 / fps for a, b in spans])
             title = f"{Path(path).name}: {window:g} s windows every {stride:g} s"
             plot_timeline(
                 centres,
-                np.stack(probs),
+                probs,
                 self.class_names,
                 Path(plot),
                 segments=result["segments"],
@@ -486,67 +450,6 @@ class Predictor:
             _write_labelled(path, Path(video_out), result["segments"], fps)
             result["video_out"] = str(video_out)
         return result
-
-    def _window_probs(
-        self, path: str | os.PathLike, spans: list[tuple[int, int]], batch_size: int
-    ) -> tuple[list[np.ndarray], int, bool]:
-        """Probabilities of each window the stream reaches, the frames decoded, and whether it ended early."""
-        clips = self.spec.dataset()
-        record = VideoRecord(path=str(path), label=0, video_id=str(path), group="", num_frames=1, fps=0.0)
-
-        def requests() -> Iterator[ClipRequest]:
-            for a, b in spans:
-                local = segment_indices(b - a, self.spec.num_frames, mode="eval")
-                following, windows = clips.decode_settings(dataclasses.replace(record, num_frames=b - a), local)
-                shifted = None if windows is None else tuple((a + s, a + e) for s, e in windows)
-                yield ClipRequest(tuple(int(a + i) for i in local), following, shifted)
-
-        probs: list[np.ndarray] = []
-        batch: list[dict[str, torch.Tensor]] = []
-        decoded, ended = 0, False
-        motion = self.spec.motion
-        stream = stream_clips(
-            path,
-            requests(),
-            short_side=clips.resize,
-            motion_fallback=motion.mv_fallback,
-            motion_source=motion.mv_source,
-            strict=False,
-        )
-        for clip in stream:
-            decoded, ended = clip.num_decoded, ended or clip.ended_early
-            batch.append(clips.clip_streams(clip, 0, path=str(path)))
-            if len(batch) == batch_size:
-                probs.extend(self.probabilities(_stack(batch)))
-                batch = []
-        if batch:
-            probs.extend(self.probabilities(_stack(batch)))
-        if not ended:  # the pass stops at the last window's last frame: the probe knows the rest
-            decoded = max(decoded, probe_video(path).num_frames)
-        return probs, decoded, ended
-
-    def _segments(
-        self, owned: list[tuple[float, float]], labels: list[str], probs: list[np.ndarray]
-    ) -> list[dict[str, Any]]:
-        """Merge consecutive windows of one label; a segment's score is the mean probability of its label."""
-        index = {name: i for i, name in enumerate(self.class_names)}
-        segments: list[dict[str, Any]] = []
-        run: list[int] = []
-        for w in range(len(labels) + 1):
-            if run and (w == len(labels) or labels[w] != labels[run[0]]):
-                label = labels[run[0]]
-                scores = [float(probs[i][index[label]] if label in index else probs[i].max()) for i in run]
-                segments.append(
-                    {
-                        "segment": [round(owned[run[0]][0], 3), round(owned[run[-1]][1], 3)],
-                        "label": label,
-                        "score": round(float(np.mean(scores)), 6),
-                    }
-                )
-                run = []
-            if w < len(labels):
-                run.append(w)
-        return segments
 
     # --------------------------------------------------------------------------------------------- explain
 
@@ -640,34 +543,6 @@ def _input_error(path: str, e: VideoDecodeError) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def sliding_windows(num_frames: int, fps: float, window: float, stride: float) -> list[tuple[int, int]]:
-    """``[start, stop)`` frame ranges of windows of ``window`` seconds every ``stride`` seconds.
-
-    Windows start at 0, stride, 2 x stride, ... while they fit in the video; one more, ending at the video's end,
-    covers a tail the stride grid leaves; a video shorter than one window is one window. Every range holds at
-    least one frame.
-    """
-    duration = num_frames / fps
-    if duration <= window:
-        return [(0, num_frames)]
-    starts = [k * stride for k in range(int(math.floor((duration - window) / stride + 1e-9)) + 1)]
-    if starts[-1] + window < duration - 0.5 / fps:
-        starts.append(duration - window)
-    spans = []
-    for s in starts:
-        a = min(num_frames - 1, int(round(s * fps)))
-        b = max(a + 1, min(num_frames, int(round((s + window) * fps))))
-        spans.append((a, b))
-    return spans
-
-
-def _owned_spans(spans: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
-    """The time each window owns: from midway after its predecessor's centre to midway before its successor's."""
-    centres = [(a + b) / 2 for a, b in spans]
-    bounds = [0.0] + [(c0 + c1) / 2 for c0, c1 in zip(centres, centres[1:], strict=False)] + [duration]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _write_labelled(path: str | os.PathLike, out: Path, segments: list[dict[str, Any]], fps: float) -> None:

@@ -57,7 +57,7 @@ from dymsta.engine.loops import (
     train_one_epoch,
 )
 from dymsta.engine.optim import LRSchedule, build_optimizer
-from dymsta.hardware import autocast, resolve_precision
+from dymsta.hardware import autocast, guard_model_precision, resolve_precision
 from dymsta.models import build_model, load_model, save_model
 from dymsta.reports import (
     ECE_BINS,
@@ -296,6 +296,7 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
         cfg.model = dataclasses.replace(cfg.model, num_classes=len(splits.class_names))
         model = build_model(cfg.model)
     model = model.to(device)
+    precision = guard_model_precision(precision, model, device)
     size = d.size or model.input_size
     use_cache = bool(cfg.cache.enabled and model.uses_frame_backbone and model.cfg.trainable_stages == 0)
     if model.uses_frame_backbone:  # after the weights are loaded: set_runtime exports them

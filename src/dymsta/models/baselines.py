@@ -104,9 +104,10 @@ class VideoResNet(nn.Module):
                 "for random init"
             ) from None
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, T, H, W)`` normalised with Kinetics mean/std -> ``(B, N)`` logits."""
-        return self.net(video)
+    def forward(self, video: torch.Tensor | Streams) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` normalised with Kinetics mean/std (or the pipeline's ``{"rgb": clip}``) -> ``(B, N)``
+        logits."""
+        return self.net(as_streams(video)["rgb"])
 
     def forward_head(self, feats: torch.Tensor, return_maps: bool = False):  # noqa: ANN201
         raise NotImplementedError(f"{self.cfg.arch} has no frame backbone: call the model on the video instead")
