@@ -151,12 +151,22 @@ def test_threshold_gives_unknown(colour_run: dict, predictor: Predictor, capsys:
     assert "threshold" in capsys.readouterr().err
 
 
-def test_partial_video_warns_k_of_n_frames(
-    predictor: Predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_partial_video_is_an_error_below_the_datasets_share_and_warns_when_allowed(
+    predictor: Predictor, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ) -> None:
+    """The datasets' rule (issue 20): below ``data.min_decoded_fraction`` (0.5) of its frames a file is an error
+    entry, not a confident answer resting on a few frames; ``allow_partial`` predicts it with the warning."""
     cut = _truncated_avi(tmp_path)
+    assert predictor.spec.min_decoded_fraction == 0.5
+    refused = next(predictor.predict_files([cut], workers=0))
+    check_result(refused, predictor.class_names)
+    assert refused["label"] is None and refused["predictions"] == []
+    assert "of 60 frames" in refused["error"] and "min_decoded_fraction=0.5" in refused["error"]
+    assert "--allow-partial" in refused["error"]
+    assert main(["predict", str(predictor.source), str(cut), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"] == refused["error"]
     with caplog.at_level(logging.WARNING):
-        r = next(predictor.predict_files([cut], workers=0))
+        r = next(predictor.predict_files([cut], workers=0, allow_partial=True))
     check_result(r, predictor.class_names)
     assert r["frames_expected"] == 60 and r["frames_decoded"] < 30
     assert r["warnings"] == [f"{cut}: decoded {r['frames_decoded']} of 60 frames (truncated or corrupt); using those"]
@@ -174,8 +184,8 @@ def test_every_bad_input_gives_a_clear_entry(predictor: Predictor, shared_data: 
     results = {Path(r["video"]).name: r for r in predictor.predict_files(paths, workers=2)}
     for r in results.values():
         check_result(r, predictor.class_names)
-    assert "28 of 50 frames" in results["corrupted.mp4"]["warnings"][0]
-    assert "2 of 130 frames" in results["cut.avi"]["warnings"][0]  # the issue's 30 kB UCF101 file
+    assert "28 of 50 frames" in results["corrupted.mp4"]["warnings"][0]  # 56%: above the share, predicted
+    assert "2 of 130 frames" in results["cut.avi"]["error"]  # the issue's 30 kB UCF101 file: 2%, an error
     assert "not a video" in results["text.mp4"]["error"] and "empty file" in results["empty.avi"]["error"]
     assert "folder" in results[tmp_path.name]["error"] and "not found" in results["missing.mp4"]["error"]
     for name in ("video_90.mov", "video_270.mov", "ntu_1080p_h264_in_avi.avi", "low_fps_6.mp4", "unordered.mov"):

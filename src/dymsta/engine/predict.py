@@ -97,6 +97,8 @@ class InputSpec:
         modalities: the input streams (``rgb``, ``rgbdiff``, ``mv``).
         motion: how ``rgbdiff`` and ``mv`` are made.
         feature_grid: ``(h, w)`` of the backbone's grid at S, for an ``mv`` histogram stream (else None).
+        min_decoded_fraction: a file that decodes less than this share of its frames is an error entry, the
+            datasets' rule (the recipe's ``data.min_decoded_fraction``); ``allow_partial`` predicts anyway.
     """
 
     num_frames: int
@@ -107,6 +109,7 @@ class InputSpec:
     modalities: tuple[str, ...] = ("rgb",)
     motion: MotionSettings = dataclasses.field(default_factory=MotionSettings)
     feature_grid: tuple[int, int] | None = None
+    min_decoded_fraction: float = 0.5
 
     def dataset(self, *, views: int = 1, min_decoded_fraction: float = 0.0) -> VideoClipDataset:
         """A clip pipeline with these settings (uint8 image streams, for :func:`frames_to_input`)."""
@@ -158,6 +161,7 @@ def _spec_of(model: torch.nn.Module, data: DataConfig) -> InputSpec:
         modalities=tuple(data.modalities),
         motion=data.motion,
         feature_grid=grid,
+        min_decoded_fraction=data.min_decoded_fraction,
     )
 
 
@@ -339,9 +343,12 @@ class Predictor:
         batch_size: int = 8,
         workers: int = 2,
         show_progress: bool = False,
+        allow_partial: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """One result per path, in order (see docs/predict.md); decoding runs in ``workers`` processes while the
-        model runs on batches of ``batch_size`` clips. A file that cannot be used gives a result with ``error``.
+        model runs on batches of ``batch_size`` clips. A file that cannot be used gives a result with ``error``;
+        so does one that decodes less than ``spec.min_decoded_fraction`` of its frames, unless ``allow_partial``
+        (then it is predicted with a warning, as is any partial file above that share).
 
         Result fields: ``video``, ``label`` (top class, or ``"unknown"`` under the threshold; None on error),
         ``predictions`` (``[{"label", "score"}]``, top-k, probabilities, best first), ``frames_decoded``,
@@ -349,7 +356,9 @@ class Predictor:
         """
         if views < 1 or batch_size < 1 or top_k < 1:
             raise ValueError(f"views, batch size and top-k must be >= 1, got {views}, {batch_size}, {top_k}")
-        items = _FileItems([str(p) for p in paths], self.spec.dataset(views=views), views)
+        least = 0.0 if allow_partial else self.spec.min_decoded_fraction
+        clips = self.spec.dataset(views=views, min_decoded_fraction=least)
+        items = _FileItems([str(p) for p in paths], clips, views)
         workers = min(workers, len(items))
         loader = DataLoader(items, batch_size=None, num_workers=workers, collate_fn=_identity)
         queue: list[dict[str, Any]] = []
@@ -539,6 +548,8 @@ def _input_error(path: str, e: VideoDecodeError) -> str:
         return f"{path}: no file matches this pattern"
     if e.cause.startswith("is a directory"):
         return f"{path}: a folder with no video files ({', '.join(VIDEO_EXTENSIONS)})"
+    if "min_decoded_fraction" in str(e):
+        return f"{e} (--allow-partial uses it anyway)"
     return str(e)
 
 
