@@ -433,7 +433,7 @@ def main() -> None:
         args.out = RESULTS / ("bench_model.json" if DEVICE.type == "cpu" else f"bench_model_{DEVICE.type}.json")
     args.repeats = args.repeats or (3 if args.quick else 7)
     torch.manual_seed(0)
-    load_before, busy = loadavg(), busy_cores()
+    load_before, busy = loadavg(), busy_cores(1.0)
     cores = os.cpu_count() or 1
     threads = max(1, round(cores - busy)) if args.threads == "auto" else int(args.threads)
     if DEVICE.type == "cpu":

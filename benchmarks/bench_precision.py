@@ -156,7 +156,7 @@ def main() -> None:
     if args.emulate_avx2:
         rerun_as_avx2(args.out, "bench_precision_avx2.json")
     out = args.out or RESULTS / "bench_precision.json"
-    busy = busy_cores()
+    busy = busy_cores(1.0)
     cores = os.cpu_count() or 1
     torch.set_num_threads(max(1, round(cores - busy)) if args.threads == "auto" else int(args.threads))
     info = machine()

@@ -11,11 +11,12 @@
 The model is the demo recipe's DyMSTA-Net (EfficientNet-Lite0, 16 frames, 112 px, backbone runtime ``auto``) with
 untrained head weights unless ``--run`` names a trained one: speed and memory do not depend on the weights. Clips
 are real UCF101 AVIs from ../shared/data/ucf101-mini when present, else synthetic ones. Results go to
-``benchmarks/results/bench_predict.json``, tagged with the machine and its load average.
+``benchmarks/results/bench_predict.json``, tagged with the machine and its load average; ``--emulate-avx2``
+reruns it with PyTorch and oneDNN capped to AVX2 (``bench_predict_avx2.json``).
 
 ``--smoke``: 1 clip, one repeat, 3- and 6-second timelines, in seconds (figures meaningless).
 
-    python benchmarks/bench_predict.py [--clips 32] [--long-minutes 10] [--short-minutes 1] [--quick]
+    python benchmarks/bench_predict.py [--clips 32] [--long-minutes 10] [--short-minutes 1] [--quick] [--emulate-avx2]
     python benchmarks/bench_predict.py --smoke --out /tmp/bench_predict.json
 """
 
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, RESULTS, machine
+from common import REPO, RESULTS, machine, rerun_as_avx2
 from dymsta.utils import atomic_write_json
 
 SHARED = REPO.parent / "shared" / "data"
@@ -186,7 +187,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="seconds: 1 clip, 1 repeat, 3 vs 6 seconds")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "bench_predict.json"))
+    parser.add_argument("--emulate-avx2", action="store_true", help="rerun with PyTorch and oneDNN capped to AVX2")
+    parser.add_argument("--out", default=None, help="results JSON (default: results/bench_predict[_avx2].json)")
     parser.add_argument(
         "--timeline-child", nargs=4, metavar=("RUN", "VIDEO", "WINDOW", "STRIDE"), help=argparse.SUPPRESS
     )
@@ -195,6 +197,9 @@ def main() -> None:
         run, video, window, stride = args.timeline_child
         timeline_child(run, video, float(window), float(stride))
         return
+    if args.emulate_avx2:
+        rerun_as_avx2(args.out, "bench_predict_avx2.json")
+    args.out = args.out or str(RESULTS / "bench_predict.json")
     if args.quick:
         args.clips, args.repeats, args.short_minutes, args.long_minutes = 8, 1, 0.5, 5.0
     if args.smoke:

@@ -156,7 +156,7 @@ def main() -> None:
         rerun_as_avx2(args.out, "bench_threads_avx2.json")
     out = args.out or RESULTS / "bench_threads.json"
     info = machine()
-    info["busy_cores_at_start"] = round(busy_cores(), 2)
+    info["busy_cores_at_start"] = round(busy_cores(1.0), 2)
     configs = CONFIGS[:2] if args.smoke else CONFIGS
     repeats = 1 if args.smoke else args.repeats
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,12 +15,11 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from dymsta.hardware import machine_record
+from dymsta.hardware import busy_cores, machine_record
 
 __all__ = ["EMULATE_AVX2", "REPO", "RESULTS", "busy_cores", "machine", "rerun_as_avx2", "smoke_dataset"]
 
@@ -39,23 +38,6 @@ def rerun_as_avx2(out: Path | None, default_name: str) -> None:
     if out is None:
         argv += ["--out", str(RESULTS / default_name)]
     sys.exit(subprocess.call([sys.executable, *argv], env={**os.environ, **EMULATE_AVX2}))
-
-
-def busy_cores(seconds: float = 1.0) -> float:
-    """Cores kept busy by anything (other processes included) over ``seconds``, from /proc/stat (NaN elsewhere)."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        t0, i0 = sample()
-        time.sleep(seconds)
-        t1, i1 = sample()
-    except OSError:
-        return float("nan")
-    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
 def machine(device: str | torch.device = "cpu") -> dict:

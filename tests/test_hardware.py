@@ -172,3 +172,43 @@ def test_guard_keeps_frame_heads_and_moves_3d_cnns_to_fp32(monkeypatch: pytest.M
     assert hw.guard_model_precision(bf16, cnn, "cpu").name == ("bf16" if probe_ok else "fp32")
     fp32 = hw.Precision("fp32", None, False, "test")
     assert hw.guard_model_precision(fp32, cnn, "cpu") is fp32
+
+
+# --- threads: one per idle core -----------------------------------------------------------------------------------
+
+
+def test_threads_are_one_per_idle_core_and_never_zero(monkeypatch):
+    monkeypatch.setattr(hw, "usable_cores", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert hw.choose_threads(0, busy=0.1)[0] == 2
+    assert hw.choose_threads(0, busy=1.0)[0] == 1
+    assert hw.choose_threads(0, busy=2.0)[0] == 1
+    assert hw.choose_threads(0, busy=float("nan"))[0] == 2
+    assert hw.choose_threads(3, busy=2.0) == (3, "3 thread(s) as set")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's ranks share the machine
+    assert hw.choose_threads(0, busy=0.0)[0] == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="busy cores are read from Linux's /proc/stat")
+def test_busy_cores_sees_a_process_spinning_on_a_core():
+    import subprocess
+    import sys
+    import time
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = hw.busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy >= 0.7
+
+
+def test_set_threads_applies_the_choice(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert hw.set_threads(1, what="test") == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

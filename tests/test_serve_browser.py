@@ -1,7 +1,8 @@
 """The page of ``dymsta serve`` in a real browser: Debian's chromium and chromedriver, headless, driven by Selenium.
 
 A refused file shows its one-line error; a real clip shows the server's top-1 as the page's headline, the top
-classes as bars, the attention frames and the timeline. A screenshot of the page is saved as a test artifact in
+classes as bars, the attention frames and the timeline; Chromium's fake camera, streamed over the WebSocket, gets a
+live label; /docs renders from the package's assets. A screenshot of the page is saved as a test artifact in
 ``$DYMSTA_TEST_ARTIFACTS`` (default: ``<system temp>/dymsta-test-artifacts``) and its path printed.
 """
 
@@ -51,6 +52,9 @@ def browser() -> webdriver.Chrome:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--hide-scrollbars"):
         options.add_argument(arg)
     options.add_argument("--window-size=1200,900")
+    # Chromium's fake camera (a moving test pattern), allowed without the permission prompt
+    options.add_argument("--use-fake-device-for-media-stream")
+    options.add_argument("--use-fake-ui-for-media-stream")
     try:
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     except WebDriverException as e:
@@ -130,3 +134,39 @@ def full_page_png(driver: webdriver.Chrome) -> bytes:
         "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
     )
     return base64.b64decode(shot["data"])
+
+
+def test_api_docs_page_renders_offline_from_packaged_assets(browser: webdriver.Chrome, page: tuple) -> None:
+    url, _ = page
+    browser.get(f"{url}/docs")
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/v1/predict" in paths
+    assert "dymsta serve" in browser.find_element(By.CSS_SELECTOR, ".info .title").text
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(r.startswith(url) for r in resources), resources  # nothing from a CDN
+
+
+def test_live_label_from_the_fake_camera(browser: webdriver.Chrome, page: tuple) -> None:
+    url, predictor = page
+    browser.get(url)
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live") == "off")
+    browser.execute_script('document.getElementById("opt-window").value = "1"; '
+                           'document.getElementById("opt-stride").value = "0.5";')  # fmt: skip
+    browser.find_element(By.ID, "camera-start").click()
+
+    def windows(d: webdriver.Chrome) -> int:
+        if d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "error":
+            raise AssertionError(d.find_element(By.ID, "error").text)
+        return int(d.find_element(By.ID, "live-label").get_attribute("data-windows") or 0)
+
+    WebDriverWait(browser, 120).until(lambda d: windows(d) >= 3)
+    label = browser.find_element(By.ID, "live-label").text
+    assert label in set(predictor.class_names) | {"unknown"}, label
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#live-timeline li")) >= 3
+    shot = artifacts_dir() / "serve_page_live.png"
+    browser.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
+    browser.find_element(By.ID, "camera-stop").click()
+    WebDriverWait(browser, 60).until(lambda d: "windows" in d.find_element(By.ID, "live-stats").text)
+    assert "dropped" in browser.find_element(By.ID, "live-stats").text

@@ -24,8 +24,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from dymsta import __version__
+from dymsta.hardware import set_threads
+
+log = logging.getLogger("dymsta.cli")
 
 __all__ = ["main", "build_parser"]
 
@@ -38,6 +42,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_overrides(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads", type=int, default=None, help="PyTorch threads (default: one per core not busy with other work)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: the run's)")
     _add_overrides(p, "override the stored config, e.g. --set data.root=/other/copy")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/eval-SPLIT-VIEWSxCROPS)")
+    _add_threads(p)
 
     p = sub.add_parser("predict", help="calibrated class probabilities (or timelines) for many video files")
     p.add_argument("checkpoint", metavar="MODEL", help="RUN_DIR, a .safetensors checkpoint or an exported .onnx")
     p.add_argument("videos", nargs="+", metavar="INPUT", help="video files, folders (recursive), globs, @list.txt")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="INPUT is one live source, classified as it arrives: /dev/video0, rtsp://... (any URL FFmpeg opens) "
+        "or - (a container on standard input); one JSON line per window, the segments on exit",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="--stream: seconds to open, or without a frame")
     p.add_argument("--top-k", type=int, default=5, help="predictions per video (per window with --timeline: 3)")
     p.add_argument("--views", type=int, default=1, help="temporal clips averaged per video")
     p.add_argument("--threshold", type=float, default=None, metavar="P", help="label 'unknown' when the top < P")
@@ -72,10 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE.jsonl", help="write one JSON object per video to FILE")
     p.add_argument("--batch-size", type=int, default=8, help="clips per model call")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode in this process)")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="predict videos that decode less than the run's data.min_decoded_fraction (default 0.5) of their "
+        "frames, with a warning (default: an error entry, as datasets skip them)",
+    )
     p.add_argument("--explain", default=None, metavar="DIR", help="write attention-map plots into DIR")
     p.add_argument("--timeline", action="store_true", help="classify sliding windows of each video")
     p.add_argument("--window", type=float, default=2.0, help="timeline window, seconds (default 2)")
     p.add_argument("--stride", type=float, default=1.0, help="timeline stride, seconds (default 1)")
+    p.add_argument("--smooth", type=int, default=1, help="timeline/stream: windows averaged (centred, odd)")
+    p.add_argument("--min-segment", type=float, default=0.0, help="timeline/stream: shortest segment, seconds")
     p.add_argument("--plot", default=None, metavar="PNG|DIR", help="timeline: class probabilities over time")
     p.add_argument("--video-out", default=None, metavar="MP4|DIR", help="timeline: the video with its label drawn")
     p.add_argument("--device", default="auto")
@@ -86,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "bf16", "fp16", "none"],
         help="precision (default: the run's train.amp; auto = bf16 only where the device computes it natively)",
     )
+    _add_threads(p)
 
     p = sub.add_parser("check-videos", help="decode every video of a folder or dataset and report broken ones")
     p.add_argument("paths", nargs="*", metavar="PATH", help="video files, folders (recursive), globs, @list.txt")
@@ -122,9 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="requests decoded and run at once (default 2)")
     p.add_argument("--queue", type=int, default=8, help="requests that may wait beyond those; more get 503")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before 504 (default 120)")
-    p.add_argument("--allow-partial", action="store_true", help="answer for videos that decode only in part")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="answer for videos below the run's data.min_decoded_fraction of their frames too, with a warning",
+    )
+    p.add_argument(
+        "--allow-source",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="let GET /v1/stream open stream URLs starting with PREFIX (repeatable; default: none, 403)",
+    )
+    p.add_argument("--max-streams", type=int, default=2, help="live streams at once (default 2); more get 503")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: one per core)")
+    _add_threads(p)
 
     p = sub.add_parser("synth", help="write the synthetic temporal dataset (UCF101 layout)")
     p.add_argument("out", help="output folder")
@@ -169,6 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dymsta.engine.inference import evaluate_checkpoint
     from dymsta.reports import format_table1
 
+    set_threads(args.threads or 0, what="--threads")
     report = evaluate_checkpoint(
         args.checkpoint, split=args.split, views=args.views, crops=args.crops, overrides=args.overrides, out=args.out
     )
@@ -179,17 +219,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dymsta.engine.predict import Predictor, expand_inputs, predict_paths
 
-    paths = expand_inputs(args.videos)
+    if args.stream and len(args.videos) != 1:
+        raise ValueError(f"--stream takes one source, got {len(args.videos)} inputs")
+    if args.smooth < 1 or args.smooth % 2 == 0:
+        raise ValueError(f"--smooth must be an odd number of windows >= 1, got {args.smooth}")
+    paths = [] if args.stream else expand_inputs(args.videos)
+    set_threads(args.threads or 0, what="--threads")
     predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, threshold=args.threshold, runtime=args.runtime, amp=args.amp
     )
+    if args.stream:
+        return _predict_stream(predictor, args.videos[0], args)
     show = sys.stderr.isatty() and not args.json
     if args.timeline:
         timeline = {"window": args.window, "stride": args.stride, "top_k": min(args.top_k, 3), "plot": args.plot}
         timeline.update(video_out=args.video_out, batch_size=args.batch_size)
+        timeline.update(smooth=args.smooth, min_segment=args.min_segment)
         results = predict_paths(predictor, paths, out=args.out, timeline=timeline, show_progress=show)
     else:
         options = {"top_k": args.top_k, "views": args.views, "batch_size": args.batch_size, "show_progress": show}
+        options["allow_partial"] = args.allow_partial
         workers = args.workers if len(paths) > 1 else 0
         results = predict_paths(predictor, paths, out=args.out, workers=workers, **options)
     failed = 0
@@ -206,6 +255,64 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _predict_stream(predictor: Any, source: str, args: argparse.Namespace) -> int:
+    """``predict --stream``: one JSON line per window on stdout (and ``--out``), then ``{"summary": ...}``.
+
+    Ctrl-C (or SIGTERM) and the end of the stream stop it cleanly (exit 0); a source that fails or stalls ends it
+    with a one-line error in the summary and on stderr (exit 1).
+    """
+    import signal
+
+    from dymsta.data import VideoDecodeError
+    from dymsta.engine.stream import WindowStream
+
+    run = WindowStream(
+        predictor, source, window=args.window, stride=args.stride, top_k=min(args.top_k, 3),
+        timeout=args.timeout, batch_size=args.batch_size, smooth=args.smooth, min_segment=args.min_segment,
+    )  # fmt: skip
+    log.info("stream %s (%s, %.3g fps): %g s windows every %g s", source, run.source.kind, run.fps, args.window,
+             args.stride)  # fmt: skip
+    out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    stopped = False
+    try:
+        for window in run:
+            _emit(window, out)
+    except KeyboardInterrupt:
+        stopped = True
+    except VideoDecodeError as e:
+        run.error = str(e)
+        print(f"dymsta predict: error: {e}", file=sys.stderr)
+    finally:
+        run.reader.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    summary = run.summary() | {"stopped": stopped}
+    _emit({"summary": summary}, out)
+    if out is not None:
+        out.close()
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 1 if run.error else 0
+
+
+def _emit(record: dict, out: Any) -> None:
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out is not None:
+        out.write(line + "\n")
+        out.flush()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _format_result(r: dict, threshold: float | None) -> str:
@@ -320,6 +427,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         queue=args.queue,
         timeout_s=args.timeout,
         allow_partial=args.allow_partial,
+        allowed_sources=tuple(args.allow_source),
+        max_streams=args.max_streams,
     )
     serve(args.checkpoint, host=args.host, port=args.port, config=config, device=args.device, threads=args.threads)
     return 0

@@ -109,7 +109,7 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume/DDP checks)
     early_stop: int = 0  # stop after this many epochs without val improvement; 0 = never
     eval_batch_size: int = 64
-    threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
+    threads: int = 0  # torch intra-op threads; 0 = one per idle core (dymsta.hardware.choose_threads)
 
 
 @dataclass

@@ -21,6 +21,14 @@ the faster one (``benchmarks/bench_precision.py``).
 
 :func:`cpu_info` also names the CPU's class (``AVX2``, ``AVX-512``, ``AVX-512 bf16``, ``AMX``, ``ARM bf16``,
 ``ARM``) for benchmark records (:func:`machine_record`). Tests replace the probe with :func:`set_cpu_probe`.
+
+Threads (:func:`choose_threads`, ``train.threads: 0`` and the default of ``predict``/``eval``/``serve``): one
+intra-op thread per idle core. PyTorch's OpenMP threads wait for each other at every operator, so a thread on a
+core another process keeps busy stalls the rest: measured by ``benchmarks/bench_threads.py`` on a 2-core AMD
+EPYC, a head epoch with 2 threads took 9.0 s alone and 22.3 s beside a busy process (AVX2), 4.2 s and 12.4 s
+(AVX-512 bf16), where 1 thread took 12.7 s and 7.3 s either way. OpenMP's passive wait policy
+(``OMP_WAIT_POLICY=passive``) helped beside the busy process (13.9 s) but lost up to 23% alone, so the lever is
+the thread count, taken from the cores idle when the job starts.
 """
 
 from __future__ import annotations
@@ -42,11 +50,15 @@ __all__ = [
     "Precision",
     "cpu_info",
     "bf16_conv3d_grad_ok",
+    "busy_cores",
+    "choose_threads",
     "guard_model_precision",
     "machine_record",
     "probe_cpu",
     "resolve_precision",
     "set_cpu_probe",
+    "set_threads",
+    "usable_cores",
 ]
 
 log = get_logger(__name__)
@@ -349,6 +361,67 @@ def _log_once(amp: str, device: Any, p: Precision) -> None:
         )
     else:
         log.info("precision: %s on %s (train.amp=%s: %s)", p.name, device, amp, p.reason)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def busy_cores(seconds: float = 0.25) -> float:
+    """Cores kept busy by anything (other processes included) over ``seconds``, from /proc/stat (NaN elsewhere)."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
+def choose_threads(requested: int = 0, *, busy: float | None = None) -> tuple[int, str]:
+    """PyTorch intra-op threads and why: ``requested`` when > 0, else one per core not kept busy by others.
+
+    Args:
+        requested: a thread count the user set (``train.threads``, ``--threads``); 0 chooses.
+        busy: cores busy with other work (None: :func:`busy_cores` measures it for a quarter of a second).
+    """
+    cores = usable_cores()
+    if requested > 0:
+        return requested, f"{requested} thread(s) as set"
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local_ranks > 1:  # torchrun: the ranks on this machine share its cores (and keep each other busy)
+        return max(1, cores // local_ranks), f"{cores} cores shared by {local_ranks} ranks"
+    busy = busy_cores() if busy is None else busy
+    if busy != busy:  # NaN: no /proc/stat
+        return cores, f"one per core ({cores}); busy cores unknown"
+    taken = min(int(busy + 0.5), cores - 1)
+    if taken <= 0:
+        return cores, f"one per core ({cores}), all idle"
+    return cores - taken, f"{cores - taken} of {cores} cores: other processes keep {busy:.1f} busy"
+
+
+def set_threads(requested: int = 0, *, what: str = "train.threads") -> int:
+    """Sets PyTorch's intra-op threads by :func:`choose_threads` and logs the choice once per count; the count."""
+    import torch
+
+    threads, reason = choose_threads(requested)
+    torch.set_num_threads(threads)
+    key = ("threads", what, str(threads))
+    if key not in _logged:
+        _logged.add(key)
+        log.info("threads: %d (%s=%d: %s)", threads, what, requested, reason)
+    return threads
 
 
 def machine_record() -> dict[str, Any]:

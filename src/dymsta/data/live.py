@@ -34,12 +34,13 @@ import av
 from dymsta.data.decode import ClipRequest, DecodedClip, VideoDecodeError, _ffmpeg_message, _video_stream, cut_clips
 from dymsta.utils import get_logger
 
-__all__ = ["NETWORK_SCHEMES", "ClipReader", "ReadyClip", "Source", "open_source", "source_kind"]
+__all__ = ["NETWORK_SCHEMES", "ClipReader", "ReadyClip", "Source", "open_source", "open_stream", "source_kind"]
 
 log = get_logger(__name__)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "hls")
 DEFAULT_FPS = 25.0  # a source that states no frame rate: the windows' seconds are counted at this rate
+MAX_FPS = 240.0  # a stated rate above this is taken for none
 
 
 def source_kind(source: str) -> str:
@@ -61,7 +62,7 @@ class Source:
     Attributes:
         container: the PyAV container.
         name: the source as given (for messages and results).
-        kind: :func:`source_kind`.
+        kind: :func:`source_kind`, or ``stream`` (:func:`open_stream`).
         fps: its nominal frame rate (:data:`DEFAULT_FPS` when it states none).
         live: frames come at the source's pace (camera, network, stdin): the reader drops rather than waits.
         frames: the frame count a file's header states (0 when unknown, and for live sources).
@@ -102,21 +103,39 @@ def open_source(source: str | os.PathLike, *, timeout: float = 10.0, live: bool 
         target, kwargs["format"] = name, "v4l2"
     else:
         target = name
+    return _source_of(_open_container(target, name, **kwargs), name, kind, kind != "file" if live is None else live)
+
+
+def open_stream(fileobj: Any, name: str) -> Source:
+    """A live source read from a file object (``read`` only, e.g. a WebSocket's messages, a socket's file) that
+    holds a streamable container (WebM/Matroska, MPEG-TS, NUT, fragmented MP4); ``name`` names it in messages.
+
+    Raises:
+        VideoDecodeError: the bytes are not such a container, or hold no video stream.
+    """
+    return _source_of(_open_container(fileobj, name, mode="r"), name, "stream", True)
+
+
+def _open_container(target: Any, name: str, **kwargs: Any) -> Any:
     try:
-        container = av.open(target, **kwargs)
+        return av.open(target, **kwargs)
     except av.error.InvalidDataError:
         raise VideoDecodeError(name, "not a video stream, or a corrupt container (FFmpeg: invalid data)") from None
     except (av.error.FFmpegError, OSError) as e:
         raise VideoDecodeError(name, f"cannot open the source ({_ffmpeg_message(e)})") from None
+
+
+def _source_of(container: Any, name: str, kind: str, live: bool) -> Source:
     try:
         stream = _video_stream(container, name)
     except VideoDecodeError:
         container.close()
         raise
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    fps = float(rate) if rate and 1 <= float(rate) <= 1000 else DEFAULT_FPS
+    # a time base passed off as a rate (WebM's 1000 from a browser's MediaRecorder) is no frame rate
+    fps = float(rate) if rate and 1 <= float(rate) <= MAX_FPS else DEFAULT_FPS
     frames = int(stream.frames or 0) if kind == "file" else 0
-    return Source(container, name, kind, fps, kind != "file" if live is None else live, frames)
+    return Source(container, name, kind, fps, live, frames)
 
 
 @dataclass

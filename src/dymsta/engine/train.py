@@ -57,7 +57,7 @@ from dymsta.engine.loops import (
     train_one_epoch,
 )
 from dymsta.engine.optim import LRSchedule, build_optimizer
-from dymsta.hardware import autocast, guard_model_precision, resolve_precision
+from dymsta.hardware import autocast, guard_model_precision, resolve_precision, set_threads
 from dymsta.models import build_model, load_model, save_model
 from dymsta.reports import (
     ECE_BINS,
@@ -315,8 +315,7 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
 
 
 def _setup(cfg: Config) -> None:
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg.train.threads)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.train.seed)

@@ -7,6 +7,9 @@ Routes (docs/serve.md):
     GET  /v1/model     class names, backbone, frames, calibration temperature, the run's test metrics, limits
     POST /v1/predict   multipart field ``file``; query top_k, timeline, window, stride, explain
                        -> the object ``dymsta predict --json`` prints, plus ``timeline`` and ``attention``
+    GET  /v1/stream    a stream URL on the --allow-source list, classified as it arrives (server-sent events)
+    WS   /v1/stream/camera  the browser's camera (MediaRecorder pieces in, each window's result out); serve/live.py
+    GET  /docs         the API's Swagger UI, from the swagger-ui-bundle-v2 package (no CDN)
 
 A prediction takes a place in the bounded pool (503 when none is free), streams the upload into a private
 temporary folder under the size cap (413), runs :meth:`Predictor.predict_files` and, when asked,
@@ -34,13 +37,15 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from dymsta import __version__
 from dymsta.engine.predict import Predictor, resolve_checkpoint
+from dymsta.hardware import set_threads
+from dymsta.serve.live import add_live_routes
 from dymsta.serve.upload import FIELD, Upload, UploadError, receive_upload
 from dymsta.serve.worker import InferencePool, QueueFull, SerialRunner, TimeLimit
 from dymsta.utils import get_logger
@@ -51,7 +56,8 @@ log = get_logger(__name__)
 
 STATIC = files("dymsta.serve") / "static"
 _PAGE_HEADERS = {  # the page loads only its own files; results' images come as data: URLs
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+    "connect-src 'self'; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -67,8 +73,10 @@ class ServeConfig:
     workers: int = 2  # jobs at once: decoding overlaps while the model takes one batch at a time
     queue: int = 8  # requests that may wait beyond the running ones; one more gets 503
     timeout_s: float = 120.0  # per request, from the end of its upload: a 10-minute timeline takes ~40 s on 2 cores
-    allow_partial: bool = False  # answer for videos that decode only in part (as dymsta predict does), with a warning
+    allow_partial: bool = False  # answer for videos below data.min_decoded_fraction too (as predict --allow-partial)
     tmp_dir: str | None = None  # parent of each request's private folder (None: the system's temporary folder)
+    allowed_sources: tuple[str, ...] = ()  # stream URL prefixes GET /v1/stream may open (none: URLs refused, 403)
+    max_streams: int = 2  # live streams (URL or camera) at once; one more gets 503
 
     @property
     def max_upload_bytes(self) -> int:
@@ -106,6 +114,8 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's assets: FastAPI's default page loads them from a CDN
+        redoc_url=None,
         title="dymsta serve",
         version=__version__,
         description=f"Video classification with the dymsta model **{info['name']}**. See docs/serve.md.",
@@ -120,6 +130,11 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None) -> FastA
         return FileResponse(str(STATIC / "index.html"), headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    _add_offline_docs(app)
+    add_live_routes(
+        app, served, allowed=config.allowed_sources, max_streams=config.max_streams,
+        token_ok=_token_matches(config.token), require_token=require_token,
+    )  # fmt: skip
 
     @app.get("/healthz", summary="liveness, and what the page needs before its first call")
     def healthz() -> dict[str, Any]:
@@ -211,18 +226,14 @@ def _infer(
     """On a worker thread: the ``dymsta predict --json`` object of the upload, plus its timeline and attention.
 
     Raises:
-        BadVideo: the file does not decode, or decodes only in part (unless ``allow_partial``).
+        BadVideo: the file does not decode, or decodes less than the run's ``data.min_decoded_fraction`` of its
+            frames (unless ``allow_partial``): the datasets' rule, as ``dymsta predict``.
     """
     path, folder = upload.path, upload.path.parent
-    (result,) = predictor.predict_files([path], top_k=options["top_k"], workers=0)
+    (result,) = predictor.predict_files([path], top_k=options["top_k"], workers=0, allow_partial=allow_partial)
     result = _renamed(result, str(path), upload.name)
     if result["error"]:
         raise BadVideo(result["error"])
-    if result["warnings"] and not allow_partial:
-        raise BadVideo(
-            f"{upload.name}: decoded {result['frames_decoded']} of {result['frames_expected']} frames "
-            "(truncated or corrupt)"
-        )
     if options["timeline"]:
         plot = folder / "timeline.png"
         t = predictor.timeline(
@@ -260,6 +271,12 @@ def _base64(path: Path) -> str:
 # ------------------------------------------------------------------------------- tokens, errors and logs
 
 
+def _token_matches(token: str | None) -> Callable[[str | None], bool]:
+    """Whether a given token is the server's (always, when it has none)."""
+    expected = token.encode() if token else None
+    return lambda given: expected is None or (given is not None and hmac.compare_digest(given.encode(), expected))
+
+
 def _token_check(token: str | None) -> Callable[[Request], None]:
     """A FastAPI dependency: 401 unless the request carries ``Authorization: Bearer <token>`` (None: no check)."""
     expected = token.encode() if token else None
@@ -281,6 +298,37 @@ def _status_of(e: Exception) -> int:
     if isinstance(e, UploadError):
         return e.status
     return {QueueFull: 503, TimeLimit: 504, BadVideo: 400}[type(e)]
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle-v2`` package's files, so it works offline; without that
+    package, a one-line JSON 404 that names it."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is not None and (Path(str(swagger_ui_path)) / "swagger-ui-bundle.js").is_file():
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        def docs() -> HTMLResponse:
+            return get_swagger_ui_html(
+                openapi_url=app.openapi_url or "/openapi.json",
+                title=f"{app.title}: API",
+                swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                swagger_css_url="/docs-assets/swagger-ui.css",
+                swagger_favicon_url="/docs-assets/favicon-32x32.png",
+                swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
+            )
+
+        return
+
+    @app.get("/docs", include_in_schema=False)
+    def no_docs() -> JSONResponse:
+        message = "the /docs page needs pip install swagger-ui-bundle-v2 (or dymsta[serve]); /openapi.json works"
+        return JSONResponse({"error": message}, status_code=404)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -384,12 +432,10 @@ def serve(
     """
     import ipaddress
 
-    import torch
     import uvicorn
 
     config = config or ServeConfig()
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads or 0, what="--threads")
     predictor = Predictor.from_checkpoint(model, device=device)
     app = create_app(predictor, config)
     try:

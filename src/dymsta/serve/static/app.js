@@ -194,6 +194,92 @@ function render(r, file, seconds) {
   setState("done");
 }
 
+// ----------------------------------------------------------------------------------------- live camera
+
+const live = { ws: null, recorder: null, media: null, windows: 0 };
+
+function setLive(name) {
+  document.body.dataset.live = name; // off | starting | running | ended (tests wait on it)
+}
+
+async function startCamera() {
+  let media;
+  try {
+    media = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (e) {
+    showError(` the camera is not available (${e.name || e})`);
+    return;
+  }
+  const params = new URLSearchParams({ window: $("opt-window").value || "2", stride: $("opt-stride").value || "1" });
+  if (token()) params.set("token", token());
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/stream/camera?${params}`);
+  Object.assign(live, { ws, media, windows: 0 });
+  $("camera-video").srcObject = media;
+  $("live-body").hidden = false;
+  $("camera-start").hidden = true;
+  $("camera-stop").hidden = false;
+  $("live-timeline").replaceChildren();
+  $("live-label").textContent = "waiting for the first window…";
+  $("live-label").dataset.windows = "0";
+  $("live-stats").textContent = "";
+  setLive("starting");
+  ws.onopen = () => {
+    const type = ["video/webm;codecs=vp8", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t));
+    const recorder = new MediaRecorder(media, type ? { mimeType: type } : undefined);
+    recorder.ondataavailable = (ev) => {
+      if (ev.data.size && ws.readyState === WebSocket.OPEN) ws.send(ev.data); // Blobs are sent in order
+    };
+    recorder.start(250); // a piece of the WebM every 250 ms
+    live.recorder = recorder;
+  };
+  ws.onmessage = (ev) => showLive(JSON.parse(ev.data));
+  ws.onclose = (ev) => {
+    if (ev.reason) showError(` ${ev.reason}`);
+    releaseCamera();
+    setLive("ended");
+  };
+}
+
+function showLive(item) {
+  if (item.error) {
+    showError(` ${item.error}`);
+    return;
+  }
+  if (item.summary) {
+    const s = item.summary;
+    const p50 = s.latency_p50_s === null ? "–" : `${s.latency_p50_s.toFixed(2)} s`;
+    $("live-stats").textContent = `${s.windows} windows · ${s.windows_dropped} dropped · latency p50 ${p50}`;
+    return;
+  }
+  live.windows += 1;
+  const top = item.predictions[0];
+  $("live-label").textContent = item.label;
+  $("live-label").dataset.windows = String(live.windows);
+  $("live-stats").textContent = `${item.start.toFixed(1)}–${item.end.toFixed(1)} s · ${(top.score * 100).toFixed(0)}%`
+    + ` · answered ${item.latency_s.toFixed(2)} s after its last frame`;
+  const li = document.createElement("li");
+  li.textContent = `${item.start.toFixed(1)}–${item.end.toFixed(1)} s  ${item.label}`;
+  const list = $("live-timeline");
+  list.prepend(li);
+  while (list.children.length > 30) list.lastChild.remove();
+  setLive("running");
+}
+
+function releaseCamera() {
+  if (live.recorder && live.recorder.state !== "inactive") live.recorder.stop();
+  if (live.media) live.media.getTracks().forEach((t) => t.stop());
+  live.recorder = null;
+  live.media = null;
+  $("camera-start").hidden = false;
+  $("camera-stop").hidden = true;
+}
+
+function stopCamera() {
+  releaseCamera();
+  if (live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send("end"); // the server sends the summary
+}
+
 // -------------------------------------------------------------------------------------------- wiring
 
 function wire() {
@@ -209,6 +295,9 @@ function wire() {
   for (const name of ["dragleave", "drop"]) {
     drop.addEventListener(name, () => drop.classList.remove("over"));
   }
+  $("camera-start").addEventListener("click", () => startCamera());
+  $("camera-stop").addEventListener("click", () => stopCamera());
+  if (!navigator.mediaDevices || !window.MediaRecorder) $("camera-start").disabled = true;
   const saved = sessionStorage.getItem("dymsta-token");
   if (saved) $("token").value = saved;
   $("token").addEventListener("change", () => {
@@ -219,6 +308,7 @@ function wire() {
 
 document.addEventListener("DOMContentLoaded", async () => {
   setState("idle");
+  setLive("off");
   wire();
   try {
     await loadHealth();
