@@ -338,3 +338,26 @@ def test_reports_imports_no_other_dymsta_package():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- segment scores of timelines (issue 20) -----------------------------------------------------------------------
+
+
+def test_segment_scores_match_by_label_and_iou_each_truth_once() -> None:
+    from dymsta.reports import segment_iou, segment_scores, wrong_segments
+
+    truth = [{"segment": [0, 4], "label": "a"}, {"segment": [4, 8], "label": "b"}, {"segment": [8, 12], "label": "a"}]
+    predicted = [
+        {"segment": [0, 3], "label": "a"},  # IoU 0.75: a match
+        {"segment": [3, 4.5], "label": "c"},  # a label the truth has not there: wrong
+        {"segment": [4.5, 7], "label": "b"},  # IoU 0.625
+        {"segment": [7, 12], "label": "a"},  # IoU 0.8 with the second "a"
+        {"segment": [11, 12], "label": "a"},  # the second "a" is taken: no match
+    ]
+    assert segment_iou([0, 4], [2, 6]) == pytest.approx(2 / 6) and segment_iou([0, 1], [1, 2]) == 0.0
+    s = segment_scores(predicted, truth, iou=0.5)
+    assert (s["matched"], s["predicted"], s["true"]) == (3, 5, 3)
+    assert s["precision"] == pytest.approx(0.6) and s["recall"] == 1.0 and s["f1"] == pytest.approx(0.75)
+    assert segment_scores(predicted, truth, iou=0.7)["matched"] == 2  # b's 0.625 falls below
+    assert wrong_segments(predicted, truth) == [predicted[1]]
+    assert segment_scores([], truth)["recall"] == 0.0

@@ -140,3 +140,25 @@ def test_timeline_cli_json_and_bad_files(colour_run: dict, tmp_path: Path, capsy
     printed = capsys.readouterr().out
     assert "blue (" in printed and "red (" in printed
     assert main(["predict", str(colour_run["run"]), str(video), "--timeline", "--window", "0"]) == 2
+
+
+def test_best_path_is_the_viterbi_optimum_and_removes_brief_flicker() -> None:
+    import itertools
+
+    from dymsta.engine.stream import best_path
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=6)
+    assert (best_path(probs, 0.0) == probs.argmax(1)).all()
+    for cost in (0.5, 2.0):
+
+        def value(path: tuple, cost: float = cost) -> float:
+            changes = sum(a != b for a, b in zip(path, path[1:], strict=False))
+            return float(np.log(probs[np.arange(6), list(path)]).sum()) - cost * changes
+
+        brute = max(itertools.product(range(3), repeat=6), key=value)
+        assert value(tuple(best_path(probs, cost))) == pytest.approx(value(brute))
+    flicker = np.array([[0.9, 0.1]] * 4 + [[0.4, 0.6]] + [[0.9, 0.1]] * 4)  # one window prefers class 1 a little
+    assert best_path(flicker, 0.0)[4] == 1 and (best_path(flicker, 2.0) == 0).all()
+    change = np.array([[0.9, 0.1]] * 4 + [[0.1, 0.9]] * 4)  # a real change survives
+    assert list(best_path(change, 2.0)) == [0] * 4 + [1] * 4

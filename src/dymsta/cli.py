@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=float, default=1.0, help="timeline stride, seconds (default 1)")
     p.add_argument("--smooth", type=int, default=1, help="timeline/stream: windows averaged (centred, odd)")
     p.add_argument("--min-segment", type=float, default=0.0, help="timeline/stream: shortest segment, seconds")
+    p.add_argument(
+        "--switch-cost",
+        type=float,
+        default=2.0,
+        help="timeline/stream: log-probability a change of label costs on the windows' best path (default 2, "
+        "chosen on validation; 0: each window's own label)",
+    )
     p.add_argument("--plot", default=None, metavar="PNG|DIR", help="timeline: class probabilities over time")
     p.add_argument("--video-out", default=None, metavar="MP4|DIR", help="timeline: the video with its label drawn")
     p.add_argument("--device", default="auto")
@@ -223,6 +230,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--stream takes one source, got {len(args.videos)} inputs")
     if args.smooth < 1 or args.smooth % 2 == 0:
         raise ValueError(f"--smooth must be an odd number of windows >= 1, got {args.smooth}")
+    if args.switch_cost < 0 or args.min_segment < 0:
+        raise ValueError(f"--switch-cost and --min-segment must be >= 0, got {args.switch_cost}, {args.min_segment}")
     paths = [] if args.stream else expand_inputs(args.videos)
     set_threads(args.threads or 0, what="--threads")
     predictor = Predictor.from_checkpoint(
@@ -234,7 +243,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.timeline:
         timeline = {"window": args.window, "stride": args.stride, "top_k": min(args.top_k, 3), "plot": args.plot}
         timeline.update(video_out=args.video_out, batch_size=args.batch_size)
-        timeline.update(smooth=args.smooth, min_segment=args.min_segment)
+        timeline.update(smooth=args.smooth, min_segment=args.min_segment, switch_cost=args.switch_cost)
         results = predict_paths(predictor, paths, out=args.out, timeline=timeline, show_progress=show)
     else:
         options = {"top_k": args.top_k, "views": args.views, "batch_size": args.batch_size, "show_progress": show}
@@ -271,6 +280,7 @@ def _predict_stream(predictor: Any, source: str, args: argparse.Namespace) -> in
     run = WindowStream(
         predictor, source, window=args.window, stride=args.stride, top_k=min(args.top_k, 3),
         timeout=args.timeout, batch_size=args.batch_size, smooth=args.smooth, min_segment=args.min_segment,
+        switch_cost=args.switch_cost,
     )  # fmt: skip
     log.info("stream %s (%s, %.3g fps): %g s windows every %g s", source, run.source.kind, run.fps, args.window,
              args.stride)  # fmt: skip

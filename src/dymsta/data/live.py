@@ -8,7 +8,8 @@
 A :class:`ClipReader` decodes in a thread of its own through :func:`dymsta.data.decode.cut_clips`: one pass, each
 frame converted once and only when a pending clip needs it, memory bounded by the clips in flight (a window's
 frames, not the stream's). A live source sets the pace: the reader never waits for its consumer, and when
-``max_pending`` finished clips are already waiting the oldest is dropped and counted (:attr:`ClipReader.dropped`).
+``max_pending`` finished clips are already waiting the oldest is dropped and counted (:attr:`ClipReader.dropped`);
+the clips the stream's end finishes at once (cut short by it) wait instead, since no frame is left to keep up with.
 A file (``live=False``) is read as fast as the consumer takes clips, and nothing is dropped.
 
 Sources (:func:`source_kind`): ``-`` is standard input (a streamable container: Matroska, MPEG-TS, NUT, fragmented
@@ -220,10 +221,10 @@ class ClipReader:
 
     def _put(self, ready: ReadyClip) -> None:
         with self._cond:
-            if self.source.live:
+            if self.source.live and not ready.clip.ended_early:
                 if len(self._queue) >= self.max_pending:
                     self.dropped.append(self._queue.popleft().index)
-            else:
+            else:  # a file, or the windows the end of a live stream finishes at once: no pace left to keep
                 while len(self._queue) >= self.max_pending and not self._stop:
                     self._cond.wait()
             self._queue.append(ready)

@@ -46,7 +46,7 @@ from dymsta.data.transforms import frames_to_input
 from dymsta.engine import distributed as D
 from dymsta.engine.calibration import TEMPERATURE_KEY, softmax
 from dymsta.engine.checkpoint import CheckpointError
-from dymsta.engine.stream import sliding_windows, timeline
+from dymsta.engine.stream import DEFAULT_SWITCH_COST, sliding_windows, timeline
 from dymsta.hardware import autocast, resolve_precision
 from dymsta.utils import atomic_path, get_logger, progress
 
@@ -410,6 +410,7 @@ class Predictor:
         video_out: str | os.PathLike | None = None,
         smooth: int = 1,
         min_segment: float = 0.0,
+        switch_cost: float = DEFAULT_SWITCH_COST,
     ) -> dict[str, Any]:
         """Classify sliding windows of ``window`` seconds every ``stride`` seconds, in one streaming pass
         (:mod:`dymsta.engine.stream`, the path of ``--stream`` too, reading a file).
@@ -428,6 +429,8 @@ class Predictor:
             video_out: write the video with the current label drawn on it as this MP4.
             smooth: windows over which probabilities are averaged before labelling (centred; 1 = none).
             min_segment: segments shorter than this many seconds merge into a neighbour.
+            switch_cost: log-probability a change of label costs on the windows' best path (0: each window's
+                own label; :func:`dymsta.engine.stream.best_path`).
 
         Returns:
             A dict (docs/predict.md): ``video``, ``duration_s``, ``fps``, ``window_s``, ``stride_s``,
@@ -438,7 +441,7 @@ class Predictor:
         """
         result, probs, spans, fps = timeline(
             self, str(path), window=window, stride=stride, top_k=top_k, batch_size=batch_size, smooth=smooth,
-            min_segment=min_segment,
+            min_segment=min_segment, switch_cost=switch_cost,
         )  # fmt: skip
         if plot is not None and len(probs):
             from dymsta.reports import plot_timeline

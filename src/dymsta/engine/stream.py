@@ -16,10 +16,14 @@ it for ``rgbdiff``) to its answer.
 A file is the same pass without drops, in batches; :func:`timeline` adds what a finished file allows (its
 duration, a last window that ends at its end, the windows' owned spans) and is what ``Predictor.timeline`` returns.
 
-Segments: consecutive windows with one label merge; the probabilities are first smoothed over ``smooth``
-neighbouring windows (a centred moving average; :func:`smooth_probs`), segments shorter than ``min_segment``
-seconds are merged into a neighbour (:func:`merge_short`), and windows below the predictor's threshold are
-``unknown``.
+Segments: consecutive windows with one label merge. The labels follow the best path through the windows
+(:func:`best_path`, Viterbi): the sum of the windows' log-probabilities less ``switch_cost`` per change of label,
+so a label survives a window or two that briefly prefer another. Optionally the probabilities are first smoothed
+over ``smooth`` neighbouring windows (a centred moving average; :func:`smooth_probs`), and segments shorter than
+``min_segment`` seconds are merged into a neighbour (:func:`merge_short`); windows below the predictor's
+threshold are ``unknown``. The default, ``switch_cost`` 2 with no moving average and no minimum length, is what
+validation ranked first on long videos of real clips (docs/predict.md, "Timeline quality"). The per-window lines
+of a stream are each window's own answer; the path shapes the segments.
 """
 
 from __future__ import annotations
@@ -42,9 +46,22 @@ from dymsta.utils import get_logger
 if TYPE_CHECKING:
     from dymsta.engine.predict import Predictor
 
-__all__ = ["WindowStream", "merge_short", "owned_spans", "segments_of", "sliding_windows", "smooth_probs", "timeline"]
+__all__ = [
+    "DEFAULT_SWITCH_COST",
+    "WindowStream",
+    "best_path",
+    "merge_short",
+    "owned_spans",
+    "segments_of",
+    "sliding_windows",
+    "smooth_probs",
+    "timeline",
+    "window_labels",
+]
 
 log = get_logger(__name__)
+
+DEFAULT_SWITCH_COST = 2.0  # chosen on the validation side of scripts/timeline_quality.py (docs/predict.md)
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -99,6 +116,29 @@ def smooth_probs(probs: np.ndarray, width: int) -> np.ndarray:
     lo = np.clip(np.arange(len(probs)) - half, 0, len(probs))
     hi = np.clip(np.arange(len(probs)) + half + 1, 0, len(probs))
     return (cum[hi] - cum[lo]) / (hi - lo)[:, None]
+
+
+def best_path(probs: np.ndarray, switch_cost: float) -> np.ndarray:
+    """The labels ``(N,)`` that maximise ``sum_t log p_t(label_t) - switch_cost x (label changes)`` (Viterbi).
+
+    ``probs``: window probabilities ``(N, K)``. ``switch_cost`` 0 gives each window's own top label; larger costs
+    keep a label through windows that briefly prefer another, unless the evidence outweighs the cost. O(N K).
+    """
+    if switch_cost <= 0 or len(probs) <= 1:
+        return probs.argmax(axis=1)
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    n, k = logp.shape
+    score, back = logp[0].copy(), np.zeros((n, k), dtype=np.int64)
+    for t in range(1, n):
+        best = int(score.argmax())
+        switch = score[best] - switch_cost
+        back[t] = np.where(switch > score, best, np.arange(k))
+        score = np.maximum(score, switch) + logp[t]
+    path = np.empty(n, dtype=np.int64)
+    path[-1] = int(score.argmax())
+    for t in range(n - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
 
 
 def segments_of(owned: list[tuple[float, float]], labels: list[str], scores: list[float]) -> list[dict[str, Any]]:
@@ -166,7 +206,7 @@ class WindowStream:
         batch_size: windows per model call (a live source: at most this many of those already waiting).
         max_pending: finished windows that may wait for the model before a live source drops the oldest.
         spans: the windows as frame ranges (files: :func:`sliding_windows`); default: endless at the source's fps.
-        smooth, min_segment: how windows become segments (module docstring).
+        smooth, min_segment, switch_cost: how windows become segments (module docstring).
 
     Raises:
         VideoDecodeError: the source does not open (here), fails or stalls (while iterating); one line each.
@@ -187,6 +227,7 @@ class WindowStream:
         spans: list[tuple[int, int]] | None = None,
         smooth: int = 1,
         min_segment: float = 0.0,
+        switch_cost: float = DEFAULT_SWITCH_COST,
     ) -> None:
         if not (window > 0 and stride > 0):
             raise ValueError(f"--window and --stride must be > 0 seconds, got {window} and {stride}")
@@ -194,6 +235,7 @@ class WindowStream:
             raise ValueError(f"timeout, batch size and top-k must be > 0, got {timeout}, {batch_size}, {top_k}")
         self.predictor, self.window, self.stride, self.top_k = predictor, window, stride, top_k
         self.timeout, self.batch_size, self.smooth, self.min_segment = timeout, batch_size, smooth, min_segment
+        self.switch_cost = switch_cost
         self.source = source if isinstance(source, Source) else open_source(source, timeout=timeout)
         self.fps = self.source.fps
         self._span = spans.__getitem__ if spans is not None else _endless_span(self.fps, window, stride)
@@ -280,12 +322,7 @@ class WindowStream:
     def window_labels(self) -> tuple[list[str], list[float], np.ndarray]:
         """Each answered window's label and that label's probability, after smoothing; and the smoothed (N, K)."""
         probs = smooth_probs(np.stack(self.probs), self.smooth) if self.probs else np.zeros((0, 0))
-        labels, scores = [], []
-        for p in probs:
-            label, _ = self.predictor._ranked(p, 1)
-            labels.append(label)
-            scores.append(float(p.max()))
-        return labels, scores, probs
+        return (*window_labels(probs, self.predictor.class_names, self.predictor.threshold, self.switch_cost), probs)
 
     def segments(self, duration: float | None = None) -> list[dict[str, Any]]:
         """The merged segments of the windows answered so far (``duration``: where the last one ends)."""
@@ -313,6 +350,19 @@ class WindowStream:
             "error": self.error,
             "segments": self.segments(),
         }
+
+
+def window_labels(
+    probs: np.ndarray, class_names: list[str], threshold: float | None, switch_cost: float
+) -> tuple[list[str], list[float]]:
+    """Labels of windows ``(N, K)`` along :func:`best_path` and their probabilities; ``unknown`` below
+    ``threshold``."""
+    labels, scores = [], []
+    for p, c in zip(probs, best_path(probs, switch_cost), strict=True):
+        score = float(p[c])
+        labels.append("unknown" if threshold is not None and score < threshold else class_names[c])
+        scores.append(score)
+    return labels, scores
 
 
 def _covered(spans: list[tuple[int, int]], limit: int) -> int:
@@ -343,6 +393,7 @@ def timeline(
     batch_size: int = 8,
     smooth: int = 1,
     min_segment: float = 0.0,
+    switch_cost: float = DEFAULT_SWITCH_COST,
 ) -> tuple[dict[str, Any], np.ndarray, list[tuple[int, int]], float]:
     """The timeline of a finished file (docs/predict.md): the stream pass over it, then what its end allows.
 
@@ -377,7 +428,7 @@ def timeline(
     spans = sliding_windows(info.num_frames, fps, window, stride)
     run = WindowStream(
         predictor, source, window=window, stride=stride, top_k=top_k, batch_size=batch_size, spans=spans,
-        smooth=smooth, min_segment=min_segment, max_pending=batch_size,
+        smooth=smooth, min_segment=min_segment, switch_cost=switch_cost, max_pending=batch_size,
     )  # fmt: skip
     try:
         windows = list(run)

@@ -26,6 +26,7 @@ from dymsta.reports.plots import (
     plot_training_curves,
     write_all_plots,
 )
+from dymsta.reports.segments import segment_iou, segment_scores, wrong_segments
 
 __all__ = [
     "ECE_BINS",
@@ -38,7 +39,10 @@ __all__ = [
     "format_table1",
     "read_metrics",
     "reliability_bins",
+    "segment_iou",
+    "segment_scores",
     "topk_accuracy",
+    "wrong_segments",
     "write_report",
     "plot_attention",
     "plot_confusion_matrix",
