@@ -190,3 +190,19 @@ def test_stream_options_are_checked(colour_run: dict, tmp_path: Path, capsys: py
     assert "--stream takes one source, got 2 inputs" in capsys.readouterr().err
     assert main(["predict", str(colour_run["run"]), str(video), "--timeline", "--smooth", "2"]) == 2
     assert "--smooth" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".ts", ".webm"])
+def test_containers_a_live_source_sends_open_from_a_pipe(colour_run: dict, tmp_path: Path, suffix: str) -> None:
+    """MPEG-TS (codec parameters in-band) and WebM open with the short live probe and decode every frame."""
+    codec = "libx264" if suffix == ".ts" else "libvpx-vp9"
+    frames = np.concatenate([colour_frames(c, 3 * FPS, seed=80 + i) for i, c in enumerate(["red", "blue"])])
+    video = write_video(tmp_path / f"live{suffix}", frames, fps=FPS, codec=codec)
+    proc = subprocess.Popen(_stream_cli(colour_run["run"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    _feed(proc, video.read_bytes(), seconds=1.5)
+    proc.wait(timeout=120)
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    summary = json.loads(stdout.decode().splitlines()[-1])["summary"]
+    assert summary["frames_decoded"] == 6 * FPS and summary["windows"] >= 1 and summary["error"] is None

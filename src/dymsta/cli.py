@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="build the feature caches of a recipe (sharded under torchrun)")
     _add_config_args(p)
+    p.add_argument("--dry-run", action="store_true", help="print the caches' size and build time; build nothing")
+    p.add_argument(
+        "--videos",
+        default=None,
+        metavar="TRAIN,VAL,TEST",
+        help="--dry-run: video counts instead of the recipe's split lists (e.g. 240000,0,20000 for Kinetics-400)",
+    )
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
     p.add_argument("checkpoint", help="RUN_DIR or a .safetensors checkpoint")
@@ -277,6 +284,7 @@ def _predict_stream(predictor: Any, source: str, args: argparse.Namespace) -> in
     from dymsta.data import VideoDecodeError
     from dymsta.engine.stream import WindowStream
 
+    log.info("model ready; opening %s", source)  # benchmarks start feeding a pipe here
     run = WindowStream(
         predictor, source, window=args.window, stride=args.stride, top_k=min(args.top_k, 3),
         timeout=args.timeout, batch_size=args.batch_size, smooth=args.smooth, min_segment=args.min_segment,
@@ -391,7 +399,20 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from dymsta.engine.train import extract_features
 
     config = recipe_path(args.config)
-    for name, path in extract_features(load_config(config, args.overrides), _run_dir(args, config)).items():
+    cfg = load_config(config, args.overrides)
+    if args.dry_run:
+        from dymsta.engine.sizing import format_plan
+        from dymsta.engine.train import plan_extract
+
+        counts = None
+        if args.videos:
+            try:
+                counts = dict(zip(("train", "val", "test"), (int(x) for x in args.videos.split(",")), strict=True))
+            except ValueError:
+                raise ValueError(f"--videos takes TRAIN,VAL,TEST counts, got {args.videos!r}") from None
+        print(format_plan(plan_extract(cfg, _run_dir(args, config), counts)))
+        return 0
+    for name, path in extract_features(cfg, _run_dir(args, config)).items():
         print(f"{name}: {path}")
     return 0
 
@@ -486,6 +507,7 @@ def _is_user_error(e: Exception) -> bool:
     from dymsta.data import DatasetError, VideoDecodeError
     from dymsta.engine.checkpoint import CheckpointError
     from dymsta.engine.loops import NonFiniteLossError
+    from dymsta.engine.sizing import CacheSpaceError
     from dymsta.models import BackboneWeightsError
     from dymsta.models.export import ExportError
     from dymsta.models.factory import ModelFileError
@@ -499,6 +521,7 @@ def _is_user_error(e: Exception) -> bool:
         BackboneWeightsError,
         ExportError,
         ModelFileError,
+        CacheSpaceError,
         FileNotFoundError,
         FileExistsError,
         PermissionError,

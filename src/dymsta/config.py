@@ -79,6 +79,7 @@ class CacheConfig:
     train_views: int = 4  # augmented views cached per training video; one is drawn per epoch
     dtype: str = "float16"  # float16 halves disk and memory; uint8 (per row and channel) halves it again; float32 exact
     batch_size: int = 16  # clips per backbone batch while building
+    check_space: bool = True  # refuse to build a cache the disk under cache.dir cannot hold (dymsta.engine.sizing)
 
 
 @dataclass

@@ -42,6 +42,10 @@ log = get_logger(__name__)
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "hls")
 DEFAULT_FPS = 25.0  # a source that states no frame rate: the windows' seconds are counted at this rate
 MAX_FPS = 240.0  # a stated rate above this is taken for none
+# FFmpeg reads up to 5 s of a stream before it opens; on a live source those frames then arrive in one burst,
+# which the reader took for a model falling behind (the first windows dropped). One second is enough where the
+# container's header states the codec (Matroska/WebM, NUT, MP4); an MPEG-TS stream is tested in test_stream.py.
+LIVE_PROBE = {"analyzeduration": "1000000", "probesize": "1000000"}
 
 
 def source_kind(source: str) -> str:
@@ -98,6 +102,8 @@ def open_source(source: str | os.PathLike, *, timeout: float = 10.0, live: bool 
     if kind == "file" and not Path(name).exists():
         raise VideoDecodeError(name, "file not found (a stream needs a URL such as rtsp://..., /dev/video0 or -)")
     kwargs: dict[str, Any] = {"mode": "r", "timeout": (timeout, timeout)}
+    if kind != "file":
+        kwargs["options"] = dict(LIVE_PROBE)
     if kind == "stdin":
         target = "pipe:0"
     elif kind == "camera":
@@ -114,7 +120,7 @@ def open_stream(fileobj: Any, name: str) -> Source:
     Raises:
         VideoDecodeError: the bytes are not such a container, or hold no video stream.
     """
-    return _source_of(_open_container(fileobj, name, mode="r"), name, "stream", True)
+    return _source_of(_open_container(fileobj, name, mode="r", options=dict(LIVE_PROBE)), name, "stream", True)
 
 
 def _open_container(target: Any, name: str, **kwargs: Any) -> Any:

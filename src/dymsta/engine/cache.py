@@ -55,7 +55,16 @@ try:
 except ImportError:  # Windows: no lock between processes
     fcntl = None
 
-__all__ = ["CacheSpec", "StreamSpec", "FeatureStore", "CachedClips", "build_streams", "get_or_build_cache"]
+__all__ = [
+    "CacheSpec",
+    "StreamSpec",
+    "FeatureStore",
+    "CachedClips",
+    "build_streams",
+    "cache_folder",
+    "get_or_build_cache",
+    "missing_streams",
+]
 
 log = logging.getLogger(__name__)
 
@@ -494,7 +503,7 @@ def get_or_build_cache(
     """
     out, key = cache_folder(name, cache_dir, spec, records)
     with _build_lock(out):  # another process building this cache finishes first; then its streams are reused
-        missing = D.all_gather_objects(_missing_streams(out, streams))[0]  # rank 0 decides for every rank
+        missing = D.all_gather_objects(missing_streams(out, streams))[0]  # rank 0 decides for every rank
         if not missing:
             log.info("feature cache %s: reusing %s (%s)", name, out, "+".join(s.name for s in streams))
             return FeatureStore(out, streams)
@@ -515,7 +524,8 @@ def get_or_build_cache(
     return FeatureStore(out, streams)
 
 
-def _missing_streams(out: Path, streams: Sequence[StreamSpec]) -> list[StreamSpec]:
+def missing_streams(out: Path, streams: Sequence[StreamSpec]) -> list[StreamSpec]:
+    """The ``streams`` the cache folder ``out`` does not hold yet (all of them where it does not exist)."""
     index = out / "index.json"
     present = json.loads(index.read_text()).get("streams", {}) if index.is_file() else {}
     return [s for s in streams if s.file_id not in present]

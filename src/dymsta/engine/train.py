@@ -39,11 +39,19 @@ from dymsta.config import Config, config_from_dict, config_to_dict, dump_config
 from dymsta.data import DatasetSplits, VideoClipDataset, VideoRecord, collate_clips, load_splits
 from dymsta.data.labels import write_label_map
 from dymsta.data.motion import stream_settings
-from dymsta.data.splits import check_root
+from dymsta.data.splits import check_root, list_dataset
 from dymsta.data.transforms import frames_to_input
 from dymsta.engine import distributed as D
 from dymsta.engine.averaging import WeightEMA
-from dymsta.engine.cache import CachedClips, CacheSpec, FeatureStore, StreamSpec, get_or_build_cache
+from dymsta.engine.cache import (
+    CachedClips,
+    CacheSpec,
+    FeatureStore,
+    StreamSpec,
+    cache_folder,
+    get_or_build_cache,
+    missing_streams,
+)
 from dymsta.engine.calibration import TEMPERATURE_KEY, fit_temperature, softmax
 from dymsta.engine.checkpoint import load_training_state, save_training_state
 from dymsta.engine.input_norm import fit_input_norm
@@ -57,6 +65,14 @@ from dymsta.engine.loops import (
     train_one_epoch,
 )
 from dymsta.engine.optim import LRSchedule, build_optimizer
+from dymsta.engine.sizing import (
+    CachePart,
+    CachePlan,
+    check_free_space,
+    format_plan,
+    measure_seconds_per_row,
+    plan_cache,
+)
 from dymsta.hardware import autocast, guard_model_precision, resolve_precision, set_threads
 from dymsta.models import build_model, load_model, save_model
 from dymsta.reports import (
@@ -183,12 +199,68 @@ class Pipeline:
         """How far cached grids are pooled when read: DyMSTA-Net's ``spatial_pool``, 1 for TSN and the probe."""
         return self.model.cfg.spatial_pool if self.model.cfg.arch == "dymsta" else 1
 
-    def feature_store(
-        self, name: str, records: list[VideoRecord], *, mode: str, views: int, crops: int = 1
-    ) -> FeatureStore:
-        d, c = self.cfg.data, self.cfg.cache
+    def cache_parts(self) -> list[tuple[str, list[VideoRecord], str, int, int]]:
+        """The caches a run reads, ``(name, records, mode, views, crops)``: train views, validation, test."""
+        d, s = self.cfg.data, self.splits
+        test_views = d.test_clips * d.test_crops
+        return [
+            ("train", s.train, "augment", self.cfg.cache.train_views, 1),
+            ("val", s.val, "eval", 1, 1),
+            (f"test-v{d.test_clips}x{d.test_crops}", s.test, "eval", test_views, d.test_crops),
+        ]
+
+    def cache_plan(self, counts: dict[str, int] | None = None) -> CachePlan:
+        """The caches' size and build time (:mod:`dymsta.engine.sizing`); a cache already complete costs 0.
+
+        ``counts``: videos per part (``train``, ``val``, ``test``) instead of the splits' (none counts as built).
+        """
+        parts = []
+        for name, records, mode, views, crops in self.cache_parts():
+            if counts is not None:
+                parts.append(CachePart(name, counts[name.split("-")[0]], views))
+            elif records:
+                folder, _ = cache_folder(name, self.cache_dir(), self.cache_spec(mode, views, crops), records)
+                built = not missing_streams(folder, self.stream_specs())
+                parts.append(CachePart(name, len(records), views, built))
+        shapes, seconds = self._probe_backbone()
+        c = self.cfg.cache
+        return plan_cache(parts, shapes, dtype=c.dtype, seconds_per_row=seconds, cache_dir=self.cache_dir())
+
+    def _probe_backbone(self) -> tuple[dict[str, tuple[int, ...]], float]:
+        """Row shapes per stream and the backbone's seconds per clip-view of every stream, on zero clips."""
+        clips = self.clip_dataset(self.splits.train[:1] or self.splits.test[:1] or [_PROBE_RECORD], mode="eval")
+        zeros = {}
+        for name in self.model.streams:
+            if name == "mv" and clips.motion.mv_encoding == "hist":
+                zeros[name] = torch.zeros(1, clips.motion.mv_bins + 1, clips.num_frames, *clips.feature_grid)
+            else:
+                zeros[name] = torch.zeros(1, 3, clips.num_frames, self.size, self.size)
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def run(rows: int) -> None:
+            batch = {k: v.expand(rows, *v.shape[1:]).to(self.device) for k, v in zeros.items()}
+            with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+                feats = self.model.extract(batch, partial=True)
+            shapes.update({k: tuple(v.shape[1:]) for k, v in feats.items()})
+
+        return shapes, measure_seconds_per_row(run)
+
+    def check_cache_space(self) -> CachePlan | None:
+        """Log the caches' size and build time; stop (one line) when the disk cannot hold what is to build."""
+        if not self.use_cache or not D.is_main():
+            return None
+        plan = self.cache_plan()
+        for line in format_plan(plan).splitlines():
+            log.info("%s", line)
+        if self.cfg.cache.check_space:
+            check_free_space(plan)
+        return plan
+
+    def cache_spec(self, mode: str, views: int, crops: int = 1) -> CacheSpec:
+        """What the cache of ``mode`` x ``views`` x ``crops`` depends on, besides the videos."""
+        d = self.cfg.data
         backbone = self.model.backbone
-        spec = CacheSpec(
+        return CacheSpec(
             backbone=backbone.fingerprint(),
             num_frames=d.num_frames,
             size=self.size,
@@ -200,6 +272,12 @@ class Pipeline:
             augment=f"hflip={d.hflip},scale={list(d.crop_scale)}" if mode == "augment" else "",
             runtime=self.runtime_id(),
         )
+
+    def feature_store(
+        self, name: str, records: list[VideoRecord], *, mode: str, views: int, crops: int = 1
+    ) -> FeatureStore:
+        d, c = self.cfg.data, self.cfg.cache
+        spec = self.cache_spec(mode, views, crops)
 
         def extract(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # workers send uint8 frames
             return self.model.extract(frames_to_input(batch, mean=self.model.mean, std=self.model.std), partial=True)
@@ -266,9 +344,11 @@ class _ShardedSequential:
         return math.ceil(len(self.items) / self.batch_size)
 
 
-def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None = None) -> Pipeline:
-    """Device, data splits (index scanned once, rank 0 first), and the model (built for the dataset's classes,
-    or ``model`` as loaded from a checkpoint)."""
+def build_pipeline(
+    cfg: Config, run_dir: Path, *, model: torch.nn.Module | None = None, splits: DatasetSplits | None = None
+) -> Pipeline:
+    """Device, data splits (index scanned once, rank 0 first; or ``splits`` as given), and the model (built for
+    the dataset's classes, or ``model`` as loaded from a checkpoint)."""
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.amp, device)  # bf16 only where the device computes it natively
     d = cfg.data
@@ -287,10 +367,10 @@ def build_pipeline(cfg: Config, run_dir: Path, *, model: torch.nn.Module | None 
             label_map=d.label_map,
         )
 
-    if D.is_main():
+    if splits is None and D.is_main():
         splits = load()
     D.barrier()
-    if not D.is_main():
+    if splits is None:
         splits = load()
     if model is None:
         cfg.model = dataclasses.replace(cfg.model, num_classes=len(splits.class_names))
@@ -359,6 +439,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         len(p.splits.test),
         len(p.splits.skipped),
     )
+    p.check_cache_space()  # before any row is written: the size, the build time, and whether the disk holds it
 
     t_cache = time.time()
     train_loader, train_sampler, train_set = p.loader(
@@ -675,6 +756,33 @@ def config_from_checkpoint(meta: dict[str, str]) -> Config:
     return config_from_dict(json.loads(meta["run_config"]))
 
 
+_PROBE_RECORD = VideoRecord(path="", label=0, video_id="", group="", num_frames=1, fps=25.0)
+
+
+def plan_extract(cfg: Config, run_dir: str | Path, counts: dict[str, int] | None = None) -> CachePlan:
+    """``dymsta extract --dry-run``: the caches a recipe would build, from its split lists (no video is probed;
+    validation is its ``data.val_fraction`` of the training list) or from ``counts`` of train/val/test videos."""
+    d = cfg.data
+    if counts is None:
+        check_root(d.root, d.kind)
+        lists = list_dataset(d.kind, d.root, split=d.split, annotations=d.annotations)
+        val = len(lists.val) if lists.val is not None else round(len(lists.train) * d.val_fraction)
+        counts = {
+            "train": len(lists.train) - (0 if lists.val is not None else val),
+            "val": val,
+            "test": len(lists.test),
+        }
+        classes = len(lists.class_names)
+    else:
+        classes = cfg.model.num_classes or 2
+    cfg.model = dataclasses.replace(cfg.model, num_classes=classes)
+    empty = DatasetSplits(class_names=[str(i) for i in range(classes)], train=[], val=[], test=[])
+    p = build_pipeline(cfg, Path(run_dir), splits=empty)
+    if not p.use_cache:
+        raise ValueError(f"arch={cfg.model.arch!r} with trainable_stages={cfg.model.trainable_stages} uses no cache")
+    return p.cache_plan(counts)
+
+
 def extract_features(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
     """Build (or find) the feature caches a ``train`` with this config would use; sharded over torchrun ranks."""
     check_root(cfg.data.root, cfg.data.kind)
@@ -691,6 +799,7 @@ def extract_features(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
             "the feature cache needs a frozen frame backbone (model.trainable_stages=0, "
             f"model.arch in dymsta/tsn/linear; got arch={cfg.model.arch!r}) and cache.enabled=true"
         )
+    p.check_cache_space()
     out = {}
     d = cfg.data
     parts = [
