@@ -146,8 +146,9 @@ def eval_spec(p) -> CacheSpec:
     )
 
 
-def cache_of(p, records, cache: Path, spec: CacheSpec, *, dtype: str = "float16", extract=None, **kw):
-    """The RGB feature cache of ``records`` (one eval view each) through ``get_or_build_cache``."""
+def cache_of(p, records, cache: Path, spec: CacheSpec, *, dtype: str = "float16", extract=None, grid=0, **kw):
+    """The RGB feature cache of ``records`` (one eval view each, its grid pooled to ``grid`` when written) through
+    ``get_or_build_cache``."""
     kw = {"batch_size": 4, "workers": 0, "device": torch.device("cpu"), "amp_dtype": None, **kw}
     return get_or_build_cache(
         "val",
@@ -156,7 +157,7 @@ def cache_of(p, records, cache: Path, spec: CacheSpec, *, dtype: str = "float16"
         records,
         cache,
         spec=spec,
-        streams=[StreamSpec("rgb", "v1", dtype)],
+        streams=[StreamSpec("rgb", "v1", dtype, grid)],
         **kw,
     )
 
@@ -246,17 +247,27 @@ def _cache_files(cache: Path) -> dict[str, int]:
 
 
 def test_one_cache_serves_every_head_and_grows_by_stream(synth_root: Path, tmp_path: Path) -> None:
-    """TSN and the linear probe read DyMSTA-Net's cache; a new stream adds its file and leaves the others alone."""
+    """With the whole grid cached, TSN and the linear probe read DyMSTA-Net's cache; a new stream adds its file and
+    leaves the others alone; the default layout (the grid the head reads) adds a stream file per grid."""
     cache = tmp_path / "cache"
-    train(tiny_cfg(synth_root, cache, "train.epochs=1"), tmp_path / "dymsta")
+    full = "cache.grid=full"
+    train(tiny_cfg(synth_root, cache, "train.epochs=1", full), tmp_path / "dymsta")
     first = _cache_files(cache)
     assert first and all(Path(f).name.startswith("rgb-") for f in first)
     for arch in ("tsn", "linear"):
-        summary = train(tiny_cfg(synth_root, cache, "train.epochs=1", f"model.arch={arch}"), tmp_path / arch)
+        summary = train(tiny_cfg(synth_root, cache, "train.epochs=1", full, f"model.arch={arch}"), tmp_path / arch)
         assert _cache_files(cache) == first, arch  # no new cache, nothing rewritten
         assert summary["test"]["num_videos"] == 8
+    train(tiny_cfg(synth_root, cache, "train.epochs=1", "model.arch=tsn"), tmp_path / "tsn-auto")
+    pooled = set(_cache_files(cache)) - set(first)
+    assert len(pooled) == 3 and {Path(f).parent.name for f in pooled} == {Path(f).parent.name for f in first}
+    for f in pooled:  # beside the full-grid files, in the same caches: 1x1 rows of the frame mean
+        index = json.loads((cache / Path(f).parent / "index.json").read_text())
+        (entry,) = [e for e in index["streams"].values() if e["file"] == Path(f).name]
+        assert entry["row_shape"][-2:] == [1, 1]
+    first = _cache_files(cache)
 
-    train(tiny_cfg(synth_root, cache, "train.epochs=1", "data.modalities=[rgb,rgbdiff]"), tmp_path / "two")
+    train(tiny_cfg(synth_root, cache, "train.epochs=1", full, "data.modalities=[rgb,rgbdiff]"), tmp_path / "two")
     grown = _cache_files(cache)
     assert {k: v for k, v in grown.items() if k in first} == first  # the rgb files are untouched
     added = set(grown) - set(first)
@@ -266,7 +277,7 @@ def test_one_cache_serves_every_head_and_grows_by_stream(synth_root: Path, tmp_p
     assert list((tmp_path / "ex").glob("*_attention.png"))
     assert main(["export", str(tmp_path / "two"), str(tmp_path / "two.onnx")]) == 0
 
-    summary = train(tiny_cfg(synth_root, cache, "train.epochs=1", "cache.dtype=uint8"), tmp_path / "uint8")
+    summary = train(tiny_cfg(synth_root, cache, "train.epochs=1", full, "cache.dtype=uint8"), tmp_path / "uint8")
     stored = set(_cache_files(cache)) - set(grown)
     assert stored and all(Path(f).name.startswith("rgb-") for f in stored)  # uint8 rows: a stream file of its own
     assert summary["test"]["num_videos"] == 8
@@ -305,13 +316,25 @@ def test_float16_rows_read_as_stored_give_the_float32_reference_logits(synth_roo
         torch.testing.assert_close(net(batch["inputs"]), net(ref_batch["inputs"]), rtol=0, atol=0)
 
 
-def test_training_from_cache_equals_training_through_the_backbone(synth_root: Path, tmp_path: Path) -> None:
-    """Same clips, same order, same seed: the head trained on cached fp32 features == trained end to end."""
-    cfg = tiny_cfg(synth_root, tmp_path / "cache", "cache.dtype=float32", "train.amp=none")
+@pytest.mark.parametrize(
+    ("stored", "arch"), [("full grid", "dymsta"), ("grid the head reads", "dymsta"), ("grid the head reads", "linear")]
+)
+def test_training_from_cache_equals_training_through_the_backbone(
+    synth_root: Path, tmp_path: Path, stored: str, arch: str
+) -> None:
+    """Same clips, same order, same seed: the head trained on cached fp32 features == trained end to end, with the
+    whole grid cached (pooled when read) or the grid pooled before it is written (``cache.grid: auto``; the linear
+    probe reads the frame mean, so its cache holds 1x1 grids)."""
+    cfg = tiny_cfg(synth_root, tmp_path / "cache", "cache.dtype=float32", "train.amp=none", f"model.arch={arch}")
     p = build_pipeline(cfg, tmp_path / "run")
     records = p.splits.train
     clips = p.clip_dataset(records, mode="eval")  # deterministic views, so both paths see the same pixels
-    store = cache_of(p, records, tmp_path / "cache", eval_spec(p), dtype="float32")
+    grid = 0 if stored == "full grid" else p.read_grid()
+    store = cache_of(p, records, tmp_path / "cache", eval_spec(p), dtype="float32", grid=grid)
+    with torch.no_grad():
+        computed = tuple(p.model.extract({"rgb": clips[0][0]["rgb"][None].float()}, partial=True)["rgb"].shape[1:])
+    assert store.shapes["rgb"] == StreamSpec("rgb", "v1", "float32", grid).stored_shape(computed)
+    assert (store.shapes["rgb"] == computed) == (grid == 0 or computed[-1] <= grid)
     feats = CachedClips(store, per_video=False, grid=p.read_grid())
 
     def run(dataset, collate, net_of) -> dict[str, torch.Tensor]:

@@ -80,6 +80,7 @@ class CacheConfig:
     dtype: str = "float16"  # float16 halves disk and memory; uint8 (per row and channel) halves it again; float32 exact
     batch_size: int = 16  # clips per backbone batch while building
     check_space: bool = True  # refuse to build a cache the disk under cache.dir cannot hold (dymsta.engine.sizing)
+    grid: str | int = "auto"  # auto: store the grid the head reads (frame mean, DyMSTA-Net's spatial_pool) | full | N
 
 
 @dataclass
@@ -128,6 +129,8 @@ class Config:
         _check_choice("optim.scheduler", self.optim.scheduler, ("plateau", "cosine", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "bf16", "fp16", "none"))
         _check_choice("cache.dtype", self.cache.dtype, ("float16", "float32", "uint8"))
+        if self.cache.grid not in ("auto", "full") and not str(self.cache.grid).isdigit():
+            raise ConfigError(f"cache.grid must be auto, full or a grid size such as 4, got {self.cache.grid!r}")
         positive = {
             "data.num_frames": self.data.num_frames,
             "data.test_clips": self.data.test_clips,

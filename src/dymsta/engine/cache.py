@@ -16,8 +16,11 @@ first and last 16 KiB: :func:`content_stamp`, so a copied dataset keeps its cach
 change builds a new cache. Each stream (``rgb``, ``rgbdiff``, ``mv``) is a file of its own whose id hashes the
 stream's settings and storage type: a run asking for a stream the cache lacks adds that file (decoding each video
 once for all missing streams) and keeps the others. Features keep the backbone's whole grid; each head pools them
-at read time (DyMSTA-Net to ``model.spatial_pool``, TSN and the linear probe to the frame mean), so one cache per
-backbone serves every head.
+at read time (DyMSTA-Net to ``model.spatial_pool``, TSN and the linear probe to the frame mean). With
+``cache.grid: auto`` (the default) each stream is pooled to that grid before it is written (:attr:`StreamSpec.grid`,
+part of its file id): the same numbers the head would read, 49x smaller for a frame-mean head on Lite0's 7x7
+grid at 224 px, 3x for DyMSTA-Net's 4x4; ``cache.grid: full`` keeps the whole grid, so one cache serves every
+head.
 
 A stream is written to ``.building-<file>`` and renamed into place when finished, then ``index.json`` is replaced
 atomically: an interrupted build never looks complete and never damages the streams already there. Runs that share
@@ -123,11 +126,17 @@ class StreamSpec:
     name: str  # rgb | rgbdiff | mv
     settings: str = ""  # e.g. "signed,4.0" for rgbdiff; part of the file id
     dtype: str = "float16"  # float16 | float32 | uint8 (per row and channel: low + q * step)
+    grid: int = 0  # the grid pooled to before writing (pool_grid: 1 = the frame mean, 4 = 4x4); 0 = as computed
 
     @property
     def file_id(self) -> str:
-        digest = hashlib.sha256(f"{self.name}|{self.settings}|{self.dtype}".encode()).hexdigest()[:12]
+        layout = f"{self.name}|{self.settings}|{self.dtype}" + (f"|grid{self.grid}" if self.grid else "")
+        digest = hashlib.sha256(layout.encode()).hexdigest()[:12]
         return f"{self.name}-{digest}"
+
+    def stored_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The row shape stored for a computed ``(C, T, h, w)``: the grid pooled to ``grid``."""
+        return tuple(pool_grid(torch.zeros(1, *shape[:-2], *shape[-2:]), self.grid).shape[1:])
 
 
 class FeatureStore:
@@ -335,7 +344,7 @@ def build_streams(
         out.mkdir(parents=True, exist_ok=True)
     amp = autocast(device, amp_dtype)  # bf16 only where native (dymsta.hardware)
     shapes = _probe_shapes(extract, clips, device, amp)  # {stream: (C, T, h, w)}
-    writers = {st.name: _StreamWriter(out, st, shapes[st.name], n_rows) for st in streams}
+    writers = {st.name: _StreamWriter(out, st, st.stored_shape(shapes[st.name]), n_rows) for st in streams}
     my_rows = D.shard(list(range(n_rows)))
     loader = DataLoader(_Rows(clips, my_rows), batch_size=batch_size, num_workers=workers, collate_fn=_collate_rows)
     valid = np.zeros(n_rows, dtype=bool)
@@ -349,7 +358,7 @@ def build_streams(
             with amp:
                 feats = extract({k: v.to(device, non_blocking=True) for k, v in batch.items()})  # {s: (B, C, T, h, w)}
             for name, w in writers.items():
-                w.write(rows, feats[name].float().cpu().numpy())
+                w.write(rows, pool_grid(feats[name].float(), w.spec.grid).cpu().numpy())
             valid[rows] = True
             frames += len(rows) * spec.num_frames
             if hasattr(bar, "set_postfix"):

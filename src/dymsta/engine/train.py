@@ -191,9 +191,10 @@ class Pipeline:
             return self.model.backbone.runtime_id
 
     def stream_specs(self) -> list[StreamSpec]:
-        """The cached streams of this run: each with its settings and the cache's storage type."""
-        d = self.cfg.data
-        return [StreamSpec(m, stream_settings(m, d.motion), self.cfg.cache.dtype) for m in self.model.streams]
+        """The cached streams of this run: each with its settings, the cache's storage type and stored grid."""
+        d, c = self.cfg.data, self.cfg.cache
+        grid = self.read_grid() if c.grid == "auto" else 0 if c.grid == "full" else int(c.grid)
+        return [StreamSpec(m, stream_settings(m, d.motion), c.dtype, grid) for m in self.model.streams]
 
     def read_grid(self) -> int:
         """How far cached grids are pooled when read: DyMSTA-Net's ``spatial_pool``, 1 for TSN and the probe."""
@@ -241,7 +242,8 @@ class Pipeline:
             batch = {k: v.expand(rows, *v.shape[1:]).to(self.device) for k, v in zeros.items()}
             with torch.inference_mode(), autocast(self.device, self.amp_dtype):
                 feats = self.model.extract(batch, partial=True)
-            shapes.update({k: tuple(v.shape[1:]) for k, v in feats.items()})
+            specs = {s.name: s for s in self.stream_specs()}
+            shapes.update({k: specs[k].stored_shape(tuple(v.shape[1:])) for k, v in feats.items()})
 
         return shapes, measure_seconds_per_row(run)
 
