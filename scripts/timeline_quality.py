@@ -31,7 +31,7 @@ import numpy as np
 from dymsta.config import load_config
 from dymsta.data import load_splits
 from dymsta.engine.predict import Predictor
-from dymsta.engine.stream import merge_short, owned_spans, segments_of, smooth_probs, timeline, window_labels
+from dymsta.engine.stream import label_segments, timeline
 from dymsta.reports import segment_scores, wrong_segments
 from dymsta.utils import atomic_write_json
 
@@ -103,9 +103,8 @@ def window_probs(predictor: Predictor, path: Path, window: float, stride: float)
 def segments_for(predictor: Predictor, probs: np.ndarray, spans: list, duration: float, setting: tuple) -> list:
     """The segments one ``(smooth, switch_cost, min_segment)`` setting makes of a video's windows."""
     smooth, switch_cost, min_seg = setting
-    smoothed = smooth_probs(probs, smooth)
-    labels, scores = window_labels(smoothed, predictor.class_names, predictor.threshold, switch_cost)
-    return merge_short(segments_of(owned_spans(spans, duration), labels, scores), min_seg)
+    return label_segments(probs, spans, duration, predictor.class_names, threshold=predictor.threshold,
+                          smooth=smooth, switch_cost=switch_cost, min_segment=min_seg)  # fmt: skip
 
 
 def score_side(predictor: Predictor, videos: list, window: float, stride: float) -> dict:

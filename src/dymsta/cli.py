@@ -281,7 +281,6 @@ def _predict_stream(predictor: Any, source: str, args: argparse.Namespace) -> in
     """
     import signal
 
-    from dymsta.data import VideoDecodeError
     from dymsta.engine.stream import WindowStream
 
     log.info("model ready; opening %s", source)  # benchmarks start feeding a pipe here
@@ -294,21 +293,18 @@ def _predict_stream(predictor: Any, source: str, args: argparse.Namespace) -> in
              args.stride)  # fmt: skip
     out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
-    stopped = False
     try:
-        for window in run:
-            _emit(window, out)
+        for item in run.follow():  # the windows, then the summary
+            _emit(item, out)
     except KeyboardInterrupt:
-        stopped = True
-    except VideoDecodeError as e:
-        run.error = str(e)
-        print(f"dymsta predict: error: {e}", file=sys.stderr)
-    finally:
+        run.stopped = True
         run.reader.close()
+        _emit({"summary": run.summary()}, out)
+    finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    summary = run.summary() | {"stopped": stopped}
-    _emit({"summary": summary}, out)
+    if run.error:
+        print(f"dymsta predict: error: {run.error}", file=sys.stderr)
     if out is not None:
         out.close()
         print(f"wrote {args.out}", file=sys.stderr)

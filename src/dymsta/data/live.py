@@ -70,7 +70,6 @@ class Source:
         kind: :func:`source_kind`, or ``stream`` (:func:`open_stream`).
         fps: its nominal frame rate (:data:`DEFAULT_FPS` when it states none).
         live: frames come at the source's pace (camera, network, stdin): the reader drops rather than waits.
-        frames: the frame count a file's header states (0 when unknown, and for live sources).
     """
 
     container: Any
@@ -78,7 +77,6 @@ class Source:
     kind: str
     fps: float
     live: bool
-    frames: int = 0
 
     def close(self) -> None:
         self.container.close()
@@ -141,8 +139,7 @@ def _source_of(container: Any, name: str, kind: str, live: bool) -> Source:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     # a time base passed off as a rate (WebM's 1000 from a browser's MediaRecorder) is no frame rate
     fps = float(rate) if rate and 1 <= float(rate) <= MAX_FPS else DEFAULT_FPS
-    frames = int(stream.frames or 0) if kind == "file" else 0
-    return Source(container, name, kind, fps, live, frames)
+    return Source(container, name, kind, fps, live)
 
 
 @dataclass

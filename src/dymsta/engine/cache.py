@@ -67,6 +67,7 @@ __all__ = [
     "cache_folder",
     "get_or_build_cache",
     "missing_streams",
+    "zero_clips",
 ]
 
 log = logging.getLogger(__name__)
@@ -387,16 +388,21 @@ def build_streams(
     return FeatureStore(out, streams)
 
 
-def _probe_shapes(extract: Extractor, clips: VideoClipDataset, device: torch.device, amp: Any) -> dict:
-    """Row shapes ``{stream: (C, T, h, w)}``, from one dummy clip through ``extract`` (before the first batch)."""
+def zero_clips(clips: VideoClipDataset, rows: int = 1) -> dict[str, torch.Tensor]:
+    """``rows`` all-zero clips of every stream of ``clips``, shaped as the backbone takes them."""
     zeros = {}
     for name in clips.modalities:
         if name == "mv" and clips.motion.mv_encoding == "hist":
-            zeros[name] = torch.zeros(1, clips.motion.mv_bins + 1, clips.num_frames, *clips.feature_grid)
+            zeros[name] = torch.zeros(rows, clips.motion.mv_bins + 1, clips.num_frames, *clips.feature_grid)
         else:
-            zeros[name] = torch.zeros(1, 3, clips.num_frames, clips.size, clips.size)
+            zeros[name] = torch.zeros(rows, 3, clips.num_frames, clips.size, clips.size)
+    return zeros
+
+
+def _probe_shapes(extract: Extractor, clips: VideoClipDataset, device: torch.device, amp: Any) -> dict:
+    """Row shapes ``{stream: (C, T, h, w)}``, from one dummy clip through ``extract`` (before the first batch)."""
     with amp:
-        feats = extract({k: v.to(device) for k, v in zeros.items()})
+        feats = extract({k: v.to(device) for k, v in zero_clips(clips).items()})
     return {k: tuple(v.shape[1:]) for k, v in feats.items()}
 
 

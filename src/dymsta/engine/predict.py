@@ -46,7 +46,7 @@ from dymsta.data.transforms import frames_to_input
 from dymsta.engine import distributed as D
 from dymsta.engine.calibration import TEMPERATURE_KEY, softmax
 from dymsta.engine.checkpoint import CheckpointError
-from dymsta.engine.stream import DEFAULT_SWITCH_COST, sliding_windows, timeline
+from dymsta.engine.stream import DEFAULT_SWITCH_COST, UNKNOWN, sliding_windows, timeline
 from dymsta.hardware import autocast, resolve_precision
 from dymsta.utils import atomic_path, get_logger, progress
 
@@ -63,7 +63,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-UNKNOWN = "unknown"  # the label of a video (or window) whose top probability is below the threshold
 ONNX_FORMAT = "dymsta-onnx-1"  # metadata "dymsta.format" of an exported file
 _GLOB_CHARS = set("*?[")
 

@@ -48,8 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SWITCH_COST",
+    "UNKNOWN",
     "WindowStream",
     "best_path",
+    "label_segments",
     "merge_short",
     "owned_spans",
     "segments_of",
@@ -62,6 +64,7 @@ __all__ = [
 log = get_logger(__name__)
 
 DEFAULT_SWITCH_COST = 2.0  # chosen on the validation side of scripts/timeline_quality.py (docs/predict.md)
+UNKNOWN = "unknown"  # the label of a video (or window) whose top probability is below the threshold
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -256,6 +259,7 @@ class WindowStream:
         self.motion_sources: set[str] = set()
         self.last_index, self.ended_early = -1, False
         self.error: str | None = None
+        self.stopped = False  # stopped by its user (Ctrl-C) before the source ended
 
     def _requests(self) -> Iterator[ClipRequest]:
         record = VideoRecord(path=self.source.name, label=0, video_id=self.source.name, group="", num_frames=1, fps=0)
@@ -319,19 +323,31 @@ class WindowStream:
         reached = sorted(self.answered + [self._span(k) for k in self.reader.dropped])
         return _covered(reached, decoded) - _covered(self.answered, decoded)
 
-    def window_labels(self) -> tuple[list[str], list[float], np.ndarray]:
-        """Each answered window's label and that label's probability, after smoothing; and the smoothed (N, K)."""
-        probs = smooth_probs(np.stack(self.probs), self.smooth) if self.probs else np.zeros((0, 0))
-        return (*window_labels(probs, self.predictor.class_names, self.predictor.threshold, self.switch_cost), probs)
+    def smoothed_probs(self) -> np.ndarray:
+        """The answered windows' probabilities ``(N, K)`` after the moving average (``smooth``)."""
+        return smooth_probs(np.stack(self.probs), self.smooth) if self.probs else np.zeros((0, 0))
 
     def segments(self, duration: float | None = None) -> list[dict[str, Any]]:
         """The merged segments of the windows answered so far (``duration``: where the last one ends)."""
         if not self.answered:
             return []
         spans = [(a / self.fps, b / self.fps) for a, b in self.answered]
-        owned = owned_spans(spans, duration if duration is not None else spans[-1][1])
-        labels, scores, _ = self.window_labels()
-        return merge_short(segments_of(owned, labels, scores), self.min_segment)
+        p = self.predictor
+        return label_segments(
+            np.stack(self.probs), spans, duration if duration is not None else spans[-1][1], p.class_names,
+            threshold=p.threshold, smooth=self.smooth, switch_cost=self.switch_cost, min_segment=self.min_segment,
+        )  # fmt: skip
+
+    def follow(self) -> Iterator[dict[str, Any]]:
+        """Each window's object as it is answered, then ``{"summary": ...}``; a source that fails or stalls ends
+        the windows, and its one-line error is the summary's ``error``. The reader is closed however it ends."""
+        try:
+            yield from self
+        except VideoDecodeError as e:
+            self.error = str(e)
+        finally:
+            self.reader.close()
+        yield {"summary": self.summary()}
 
     def summary(self) -> dict[str, Any]:
         """The pass so far: source, frames, windows answered and dropped, latency, and the merged segments."""
@@ -348,6 +364,7 @@ class WindowStream:
             "latency_p50_s": _round(np.percentile(lat, 50)),
             "latency_p95_s": _round(np.percentile(lat, 95)),
             "error": self.error,
+            "stopped": self.stopped,
             "segments": self.segments(),
         }
 
@@ -355,14 +372,31 @@ class WindowStream:
 def window_labels(
     probs: np.ndarray, class_names: list[str], threshold: float | None, switch_cost: float
 ) -> tuple[list[str], list[float]]:
-    """Labels of windows ``(N, K)`` along :func:`best_path` and their probabilities; ``unknown`` below
+    """Labels of windows ``(N, K)`` along :func:`best_path` and their probabilities; :data:`UNKNOWN` below
     ``threshold``."""
     labels, scores = [], []
     for p, c in zip(probs, best_path(probs, switch_cost), strict=True):
         score = float(p[c])
-        labels.append("unknown" if threshold is not None and score < threshold else class_names[c])
+        labels.append(UNKNOWN if threshold is not None and score < threshold else class_names[c])
         scores.append(score)
     return labels, scores
+
+
+def label_segments(
+    probs: np.ndarray,
+    spans: list[tuple[float, float]],
+    duration: float,
+    class_names: list[str],
+    *,
+    threshold: float | None = None,
+    smooth: int = 1,
+    switch_cost: float = DEFAULT_SWITCH_COST,
+    min_segment: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Segments of windows (raw probabilities ``(N, K)``, their ``[start_s, end_s]`` spans) over a video of
+    ``duration`` seconds: moving average, best path, merged runs, short segments joined (module docstring)."""
+    labels, scores = window_labels(smooth_probs(probs, smooth), class_names, threshold, switch_cost)
+    return merge_short(segments_of(owned_spans(spans, duration), labels, scores), min_segment)
 
 
 def _covered(spans: list[tuple[int, int]], limit: int) -> int:
@@ -444,5 +478,4 @@ def timeline(
         {"segment": [w["start"], w["end"]], "label": w["label"], "predictions": w["predictions"]} for w in windows
     ]
     result["segments"] = run.segments(duration)
-    _, _, probs = run.window_labels()
-    return result, probs, run.answered, fps
+    return result, run.smoothed_probs(), run.answered, fps

@@ -51,6 +51,7 @@ from dymsta.engine.cache import (
     cache_folder,
     get_or_build_cache,
     missing_streams,
+    zero_clips,
 )
 from dymsta.engine.calibration import TEMPERATURE_KEY, fit_temperature, softmax
 from dymsta.engine.checkpoint import load_training_state, save_training_state
@@ -215,7 +216,7 @@ class Pipeline:
 
         ``counts``: videos per part (``train``, ``val``, ``test``) instead of the splits' (none counts as built).
         """
-        parts = []
+        parts, built_folder = [], None
         for name, records, mode, views, crops in self.cache_parts():
             if counts is not None:
                 parts.append(CachePart(name, counts[name.split("-")[0]], views))
@@ -223,19 +224,19 @@ class Pipeline:
                 folder, _ = cache_folder(name, self.cache_dir(), self.cache_spec(mode, views, crops), records)
                 built = not missing_streams(folder, self.stream_specs())
                 parts.append(CachePart(name, len(records), views, built))
-        shapes, seconds = self._probe_backbone()
+                built_folder = folder if built else built_folder
+        if parts and all(p.built for p in parts):  # nothing to build: the shapes are on disk, no backbone call
+            shapes, seconds = FeatureStore(built_folder, self.stream_specs()).shapes, 0.0
+        else:
+            shapes, seconds = self._probe_backbone()
         c = self.cfg.cache
         return plan_cache(parts, shapes, dtype=c.dtype, seconds_per_row=seconds, cache_dir=self.cache_dir())
 
     def _probe_backbone(self) -> tuple[dict[str, tuple[int, ...]], float]:
-        """Row shapes per stream and the backbone's seconds per clip-view of every stream, on zero clips."""
-        clips = self.clip_dataset(self.splits.train[:1] or self.splits.test[:1] or [_PROBE_RECORD], mode="eval")
-        zeros = {}
-        for name in self.model.streams:
-            if name == "mv" and clips.motion.mv_encoding == "hist":
-                zeros[name] = torch.zeros(1, clips.motion.mv_bins + 1, clips.num_frames, *clips.feature_grid)
-            else:
-                zeros[name] = torch.zeros(1, 3, clips.num_frames, self.size, self.size)
+        """Row shapes per stream (as stored) and the backbone's seconds per clip-view of every stream, on zero
+        clips."""
+        records = self.splits.train[:1] or self.splits.test[:1] or [_PROBE_RECORD]
+        zeros = zero_clips(self.clip_dataset(records, mode="eval"))
         shapes: dict[str, tuple[int, ...]] = {}
 
         def run(rows: int) -> None:

@@ -115,17 +115,6 @@ class ChunkFeed:
         return False
 
 
-def _windows(run: WindowStream) -> Iterator[dict[str, Any]]:
-    """The run's window objects, then ``{"summary": ...}``; a source that fails ends with its error there."""
-    try:
-        yield from run
-    except VideoDecodeError as e:
-        run.error = str(e)
-    finally:
-        run.reader.close()
-    yield {"summary": run.summary()}
-
-
 def add_live_routes(
     app: FastAPI,
     predictor: Predictor,
@@ -178,7 +167,7 @@ def add_live_routes(
 
         def events() -> Iterator[str]:
             try:
-                for item in _windows(run):
+                for item in run.follow():
                     name = "summary" if "summary" in item else "window"
                     yield f"event: {name}\ndata: {json.dumps(item)}\n\n"
             finally:
@@ -224,7 +213,7 @@ async def _camera_session(websocket: WebSocket, predictor: Predictor, **options:
         try:
             source = open_stream(feed, "camera")
             run = WindowStream(predictor, source, **options)
-            for item in _windows(run):
+            for item in run.follow():
                 put(item)
                 if stop.is_set():
                     run.reader.close()
