@@ -27,8 +27,8 @@ intra-op thread per idle core. PyTorch's OpenMP threads wait for each other at e
 core another process keeps busy stalls the rest: measured by ``benchmarks/bench_threads.py`` on a 2-core AMD
 EPYC, a head epoch with 2 threads took 9.0 s alone and 22.3 s beside a busy process (AVX2), 4.2 s and 12.4 s
 (AVX-512 bf16), where 1 thread took 12.7 s and 7.3 s either way. OpenMP's passive wait policy
-(``OMP_WAIT_POLICY=passive``) helped beside the busy process (13.9 s) but lost up to 23% alone, so the lever is
-the thread count, taken from the cores idle when the job starts.
+(``OMP_WAIT_POLICY=passive``) helped beside the busy process (13.9 s) but made head epochs up to 29% longer
+alone, so the lever is the thread count, taken from the cores idle when the job starts.
 """
 
 from __future__ import annotations
