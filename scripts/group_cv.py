@@ -159,7 +159,7 @@ def run_fold(cfg, feats, labels, train_idx, val_idx, *, epochs: int, seed: int) 
             ),
         )
     net = HeadNet(model)
-    optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
+    optimizer = build_optimizer(model.trainable_parameters(), cfg.optim, pretrained=model.pretrained_parameters())
     schedule = LRSchedule(optimizer, cfg.optim, epochs)
     device = torch.device("cpu")
     amp = resolve_precision(cfg.train.amp, device).dtype

@@ -317,15 +317,26 @@ def test_float16_rows_read_as_stored_give_the_float32_reference_logits(synth_roo
 
 
 @pytest.mark.parametrize(
-    ("stored", "arch"), [("full grid", "dymsta"), ("grid the head reads", "dymsta"), ("grid the head reads", "linear")]
+    ("stored", "arch", "head_conv"),
+    [
+        ("full grid", "dymsta", "backbone"),
+        ("grid the head reads", "dymsta", "backbone"),
+        ("grid the head reads", "linear", "backbone"),
+        ("full grid", "dymsta", "trained"),
+        ("grid the head reads", "dymsta", "trained"),
+        ("grid the head reads", "linear", "trained"),
+    ],
 )
 def test_training_from_cache_equals_training_through_the_backbone(
-    synth_root: Path, tmp_path: Path, stored: str, arch: str
+    synth_root: Path, tmp_path: Path, stored: str, arch: str, head_conv: str
 ) -> None:
     """Same clips, same order, same seed: the head trained on cached fp32 features == trained end to end, with the
     whole grid cached (pooled when read) or the grid pooled before it is written (``cache.grid: auto``; the linear
-    probe reads the frame mean, so its cache holds 1x1 grids)."""
-    cfg = tiny_cfg(synth_root, tmp_path / "cache", "cache.dtype=float32", "train.amp=none", f"model.arch={arch}")
+    probe reads the frame mean, so its cache holds 1x1 grids). With ``model.head_conv=trained`` the cache holds the
+    activations before the backbone's last layer, whose per-stream copies train from it exactly as through the
+    backbone."""
+    extra = ("cache.dtype=float32", "train.amp=none", f"model.arch={arch}", f"model.head_conv={head_conv}")
+    cfg = tiny_cfg(synth_root, tmp_path / "cache", *extra)
     p = build_pipeline(cfg, tmp_path / "run")
     records = p.splits.train
     clips = p.clip_dataset(records, mode="eval")  # deterministic views, so both paths see the same pixels
@@ -335,6 +346,7 @@ def test_training_from_cache_equals_training_through_the_backbone(
         computed = tuple(p.model.extract({"rgb": clips[0][0]["rgb"][None].float()}, partial=True)["rgb"].shape[1:])
     assert store.shapes["rgb"] == StreamSpec("rgb", "v1", "float32", grid).stored_shape(computed)
     assert (store.shapes["rgb"] == computed) == (grid == 0 or computed[-1] <= grid)
+    assert computed[0] == (320 if head_conv == "trained" else 1280)  # Lite0's last layer: 320 -> 1280 channels
     feats = CachedClips(store, per_video=False, grid=p.read_grid())
 
     def run(dataset, collate, net_of) -> dict[str, torch.Tensor]:
@@ -354,10 +366,14 @@ def test_training_from_cache_equals_training_through_the_backbone(
     via_backbone = run(clips, collate_clips, lambda m: m)
     assert via_cache.keys() == via_backbone.keys()
     changed = 0
+    initial = build_model(cfg.model).state_dict()
     for k, v in via_cache.items():
         torch.testing.assert_close(v, via_backbone[k], atol=2e-5, rtol=1e-4, msg=k)
         changed += int(not k.startswith("backbone"))
     assert changed > 0
+    trained = [k for k in via_cache if k.startswith("head_layers") and not torch.equal(via_cache[k], initial[k])]
+    assert bool(trained) == (head_conv == "trained")
+    assert all("running" not in k for k in trained)  # the norm keeps ImageNet's statistics
 
 
 def test_tiny_overfit_reaches_full_train_accuracy(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:

@@ -94,6 +94,9 @@ class OptimConfig:
     plateau_patience: int = 5  # epochs without val-loss improvement before the LR is cut
     min_lr: float = 1e-6
     warmup_epochs: int = 0  # cosine only
+    backbone_lr_scale: float = 1.0  # lr of the pretrained layers that train (model.head_conv=trained,
+    # model.trainable_stages), relative to optim.lr
+    backbone_weight_decay: float = 0.05  # their weight decay, apart from the head's optim.weight_decay
 
 
 @dataclass
@@ -149,6 +152,9 @@ class Config:
             raise ConfigError(f"data.min_decoded_fraction must be in [0, 1], got {self.data.min_decoded_fraction}")
         if not 0.0 <= self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
+        for key in ("backbone_lr_scale", "backbone_weight_decay"):
+            if getattr(self.optim, key) < 0:
+                raise ConfigError(f"optim.{key} must be >= 0, got {getattr(self.optim, key)}")
         if self.train.mixup < 0:
             raise ConfigError(f"train.mixup must be >= 0 (0 = off), got {self.train.mixup}")
         if not 0.0 <= self.train.ema < 1.0:

@@ -24,7 +24,8 @@ def fit_input_norm(model: torch.nn.Module, batches: Iterable[dict[str, torch.Ten
     """Set ``model.input_norm`` from feature batches ``{stream: (B, C, T, h, w)}``; returns the clips counted.
 
     Sums are taken in float64 over batch, time and space, and added over ranks under DDP, so every rank gets
-    the statistics of all the batches the ranks saw together.
+    the statistics of all the batches the ranks saw together. The batches are what the cache holds: each goes
+    through ``model.lift`` first (the backbone's last layer, with ``model.head_conv`` set), as the head reads it.
     """
     norms = model.input_norm
     sums: dict[str, torch.Tensor] = {}
@@ -32,6 +33,7 @@ def fit_input_norm(model: torch.nn.Module, batches: Iterable[dict[str, torch.Ten
     counts: dict[str, float] = {}
     clips = 0
     for batch in batches:
+        batch = model.lift(batch)
         for name in norms:
             x = batch[name].double().transpose(0, 1).reshape(batch[name].shape[1], -1)  # (C, B*T*h*w)
             sums[name] = sums.get(name, 0) + x.sum(dim=1)

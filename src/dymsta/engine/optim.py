@@ -13,12 +13,26 @@ from dymsta.config import OptimConfig
 __all__ = ["build_optimizer", "LRSchedule"]
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW (default) or SGD with Nesterov momentum; biases and norm weights get no weight decay."""
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: OptimConfig, *, pretrained: Iterable[torch.nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """AdamW (default) or SGD with Nesterov momentum; biases and norm weights get no weight decay.
+
+    ``pretrained`` (those of ``params`` that start from ImageNet weights: trainable backbone stages, the trained
+    copies of ``model.head_conv``) learn at ``lr * optim.backbone_lr_scale`` with ``optim.backbone_weight_decay``
+    on their weights: a head's strong decay (the linear recipe's 50) would wipe a pretrained layer in a few steps.
+    """
     params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    ids = {id(p) for p in pretrained}
+    groups = []
+    for scale, wd, chosen in (
+        (1.0, cfg.weight_decay, [p for p in params if id(p) not in ids]),
+        (cfg.backbone_lr_scale, cfg.backbone_weight_decay, [p for p in params if id(p) in ids]),
+    ):
+        decay, no_decay = [p for p in chosen if p.ndim > 1], [p for p in chosen if p.ndim <= 1]
+        for group, decay_value in ((decay, wd), (no_decay, 0.0)):
+            if group or scale == 1.0:  # the head's two groups always exist (param_groups[0] is the head's lr)
+                groups.append({"params": group, "weight_decay": decay_value, "lr": cfg.lr * scale, "lr_scale": scale})
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -57,7 +71,7 @@ class LRSchedule:
             progress = (epoch - warm) / max(1, self.epochs - warm - 1)
             lr = floor + 0.5 * (base - floor) * (1.0 + math.cos(math.pi * min(1.0, progress)))
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def end_epoch(self, val_loss: float | None) -> None:
         """Feed the validation loss to reduce-on-plateau after an epoch."""

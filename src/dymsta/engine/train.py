@@ -199,7 +199,7 @@ class Pipeline:
 
     def read_grid(self) -> int:
         """How far cached grids are pooled when read: DyMSTA-Net's ``spatial_pool``, 1 for TSN and the probe."""
-        return self.model.cfg.spatial_pool if self.model.cfg.arch == "dymsta" else 1
+        return self.model.read_grid
 
     def cache_parts(self) -> list[tuple[str, list[VideoRecord], str, int, int]]:
         """The caches a run reads, ``(name, records, mode, views, crops)``: train views, validation, test."""
@@ -456,7 +456,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     model = p.model
     if getattr(model, "input_norm", None) is not None and not (resume and state_file.exists()):
         fit_input_norm(model, input_norm_batches(p, train_set, train_loader))  # a resumed run has its buffers
-    optimizer = build_optimizer(model.trainable_parameters(), cfg.optim)
+    optimizer = build_optimizer(model.trainable_parameters(), cfg.optim, pretrained=model.pretrained_parameters())
     schedule = LRSchedule(optimizer, cfg.optim, cfg.train.epochs)
     scaler = torch.amp.GradScaler("cuda") if p.amp_dtype == torch.float16 else None  # fp16 is CUDA-only
     ema = WeightEMA(model, cfg.train.ema) if cfg.train.ema else None

@@ -323,7 +323,8 @@ class FrameBackbone(nn.Module):
 
     Attributes:
         name: the configured backbone name.
-        out_channels: Cb, channels of the feature map.
+        out_channels: Cb, channels of the feature map (the last layer's, also after :meth:`detach_head_layer`).
+        trunk_channels: channels :meth:`forward` gives: ``out_channels``, or the detached layer's input width.
         mean, std: RGB normalisation the data pipeline must apply (inputs are ``(x/255 - mean) / std``).
         input_size: the backbone's native square input size (224 for Lite0, 240 Lite1, 260 Lite2).
         weights_source: where the weights came from (package file, hub id, local file, "random").
@@ -366,6 +367,7 @@ class FrameBackbone(nn.Module):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.out_channels = self._probe_channels()
+        self.trunk_channels = self.out_channels  # channels of forward's features (less after detach_head_layer)
         self.stages = _stages(self.net)
         if trainable_stages > len(self.stages):
             raise ModelConfigError(
@@ -422,6 +424,36 @@ class FrameBackbone(nn.Module):
                 "or ViT tokens (N, L, C)"
             )
         return int(out.shape[1])
+
+    def detach_head_layer(self) -> nn.Module:
+        """Take the network's last layer out and return it: afterwards the backbone gives the activations before it.
+
+        For timm's EfficientNet family (Lite0-2 included) that layer is ``conv_head`` (1x1, 320 -> 1280 channels
+        on Lite0) and ``bn2`` (its batch norm and activation). :attr:`out_channels` stays the layer's output width
+        (what a head reads once the layer has run); :attr:`trunk_channels` becomes its input width. The weights
+        fingerprint and the runtime exports then cover the trunk alone, so caches and exported files of the two
+        forms never mix. Returned in eval mode, weights frozen.
+
+        Raises:
+            ModelConfigError: the network has no such layer (``model.head_conv`` needs an EfficientNet backbone).
+        """
+        net = self.net
+        conv, norm = getattr(net, "conv_head", None), getattr(net, "bn2", None)
+        if not isinstance(conv, nn.Conv2d) or norm is None or not hasattr(net, "forward_features"):
+            raise ModelConfigError(
+                f"model.head_conv: {self.name} has no last 1x1 conv + norm (conv_head, bn2) to move after the "
+                "pooling; use an EfficientNet backbone (e.g. efficientnet_lite0) or model.head_conv=backbone"
+            )
+        if self.trainable_stages:
+            raise ModelConfigError("model.head_conv: the backbone must be frozen (model.trainable_stages=0)")
+        net.conv_head, net.bn2 = nn.Identity(), nn.Identity()
+        self.trunk_channels = conv.in_channels
+        self.stages = _stages(net)
+        self._runners = {}
+        layer = nn.Sequential(conv, norm).eval()
+        for p in layer.parameters():
+            p.requires_grad_(False)
+        return layer
 
     def _freeze(self) -> None:
         trainable = {
@@ -593,7 +625,7 @@ class FrameBackbone(nn.Module):
             video: ``(B, 3, T, H, W)`` float, normalised with :attr:`mean`/:attr:`std`.
 
         Returns:
-            ``(B, Cb, T, h, w)`` features (h = H/32 for EfficientNet, then pooled to at most ``grid``). Memory
+            ``(B, trunk_channels, T, h, w)`` features (h = H/32 for EfficientNet, then pooled to at most ``grid``). Memory
             format channels_last_3d: a free view of the CNN's channels-last output (``.contiguous()`` for NCDHW).
         """
         if video.ndim != 5 or video.shape[1] != 3:

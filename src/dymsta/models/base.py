@@ -8,12 +8,14 @@ stream encoded as a histogram is already ``(B, hist_channels, T, h, w)`` on the 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from dymsta.models.backbone import FrameBackbone
+from dymsta.models.backbone import FrameBackbone, pool_grid
 from dymsta.models.config import ModelConfig, ModelInputError
-from dymsta.models.layers import ChannelStandardize
+from dymsta.models.layers import ChannelStandardize, FrameLayer
 
 __all__ = ["FrameModel", "Streams", "as_streams", "feature_input"]
 
@@ -65,6 +67,39 @@ class FrameModel(nn.Module):
             if cfg.input_norm
             else None
         )
+        self.head_layers = None
+        if cfg.head_conv != "backbone":  # the backbone's last layer runs after pooling, one copy per image stream
+            layer = backbone.detach_head_layer()
+            trainable = cfg.head_conv == "trained"
+            self.head_layers = nn.ModuleDict(
+                {s: FrameLayer(copy.deepcopy(layer), trainable=trainable) for s in self.image_streams}
+            )
+
+    @property
+    def read_grid(self) -> int:
+        """The grid the head reads its features at (:func:`pool_grid` size; 0 = as computed): features pooled to
+        it before the head change nothing, so a cache may store them so (``cache.grid: auto``)."""
+        return 0
+
+    def lift(self, feats: Streams) -> Streams:
+        """Features as :meth:`extract` (or a cache) gives them -> what the head reads: with ``model.head_conv`` set,
+        each image stream pooled to :attr:`read_grid` and through its copy of the backbone's last layer; else as is.
+
+        Shapes: ``{s: (B, trunk_channels, T, h, w)} -> {s: (B, C_s, T, h', w')}``; other streams unchanged.
+        """
+        if self.head_layers is None:
+            return feats
+        out = dict(feats)
+        for name, layer in self.head_layers.items():
+            if name in feats:
+                conv = next(layer.parameters())
+                out[name] = layer(feature_input(pool_grid(feats[name], self.read_grid), conv))
+        return out
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters that start from ImageNet weights (``optim.backbone_lr_scale`` applies)."""
+        layers = [] if self.head_layers is None else list(self.head_layers.parameters())
+        return [p for p in [*self.backbone.parameters(), *layers] if p.requires_grad]
 
     def standardize(self, stream: str, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """``x`` with the stream's channels standardised (``model.input_norm``), else ``x`` unchanged."""
@@ -102,7 +137,8 @@ class FrameModel(nn.Module):
         return {s: streams[s] for s in self.streams}
 
     def extract(self, inputs: torch.Tensor | Streams, *, partial: bool = False) -> Streams:
-        """Per-stream features: the image streams through the backbone in one batch, histograms unchanged.
+        """Per-stream features: the image streams through the backbone in one batch, histograms unchanged (with
+        ``model.head_conv`` set, the backbone's activations before its last layer: :meth:`lift` applies it).
 
         ``partial=True`` accepts any subset of the model's streams (the feature cache adds streams one at a time).
         Shapes: ``{stream: (B, 3, T, H, W) | (B, hist_channels, T, h, w)} -> {stream: (B, C_s, T, h, w)}``.
@@ -121,6 +157,10 @@ class FrameModel(nn.Module):
     def forward(self, inputs: torch.Tensor | Streams) -> torch.Tensor:
         """Streams (or the RGB tensor) -> ``(B, num_classes)`` logits."""
         return self.forward_head(self.extract(inputs))
+
+    def head_streams(self, feats: torch.Tensor | Streams) -> Streams:
+        """What every ``forward_head`` starts with: the model's streams of ``feats``, in order, lifted."""
+        return self.lift(self.check_streams(as_streams(feats)))
 
     def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201 - see subclasses
         raise NotImplementedError

@@ -20,7 +20,7 @@ def spatial_means(model: FrameModel, feats: torch.Tensor | Streams, like: torch.
     """Every stream's features averaged over space, concatenated over channels: ``{s: (B, C_s, T, h, w)} ->
     (B, sum C_s, T)`` (the same streams as DyMSTA-Net, so comparisons are fair), each standardised when
     ``model.input_norm`` is set (an affine map per channel: the same before or after the mean)."""
-    streams = model.check_streams(as_streams(feats))
+    streams = model.head_streams(feats)
     means = [model.standardize(s, feature_input(f, like).mean(dim=(3, 4))) for s, f in streams.items()]
     return torch.cat(means, dim=1)
 
@@ -37,6 +37,10 @@ class TSN(FrameModel):
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(sum(self.stream_channels().values()), cfg.num_classes)
 
+    @property
+    def read_grid(self) -> int:
+        return 1  # the frame mean
+
     def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201
         """``{s: (B, C_s, T, h, w)} -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""
         x = spatial_means(self, feats, self.classifier.weight)  # (B, C, T)
@@ -52,6 +56,10 @@ class LinearProbe(FrameModel):
     def __init__(self, *, cfg: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(cfg=cfg, backbone=backbone)
         self.classifier = nn.Linear(sum(self.stream_channels().values()), cfg.num_classes)
+
+    @property
+    def read_grid(self) -> int:
+        return 1  # the frame mean
 
     def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201
         """``{s: (B, C_s, T, h, w)} -> (B, N)`` (``(logits, {})`` with ``return_maps``)."""

@@ -24,6 +24,7 @@ DYNAMIC_MODES = ("mixture", "modulate")
 TEMPORAL_POOLS = ("max", "mean")
 STREAMS = ("rgb", "rgbdiff", "mv")  # dymsta.data.motion.MODALITIES (models do not import data)
 FUSIONS = ("concat", "sum", "gated")
+HEAD_CONVS = ("backbone", "frozen", "trained")  # where the backbone's last 1x1 conv runs (ModelConfig.head_conv)
 
 
 @dataclass
@@ -65,6 +66,10 @@ class ModelConfig:
     fusion: str = "concat"  # how DyMSTA-Net fuses the reduced streams before its modules: concat | sum | gated
     input_norm: bool = False  # standardise each stream's channels with statistics of the training set (fitted
     # before the first epoch, kept as buffers in the checkpoint): what logistic regression does with a StandardScaler
+    head_conv: str = "backbone"  # the backbone's last layer (Lite0: 1x1 conv 320 -> 1280 + norm + ReLU6):
+    # "backbone": inside the backbone, on its whole grid (ImageNet's features as they are); "frozen": after the
+    # grid is pooled to what the head reads, so the cache holds the 4x narrower 320-channel activations before it;
+    # "trained": as "frozen", with one trainable copy per image stream (its norm keeps ImageNet's statistics)
     runtime: str = "auto"  # what runs the frozen backbone: torch | openvino | onnxruntime | auto = on a CPU the
     # first installed of OpenVINO (3x PyTorch bf16's frames/s here), ONNX Runtime (1.8x, fp32), PyTorch; CUDA: torch
 
@@ -103,6 +108,12 @@ class ModelConfig:
         if not 0.0 <= self.feature_dropout < 1.0:
             raise ModelConfigError(f"model.feature_dropout: must be in [0, 1), got {self.feature_dropout}")
         _choice("temporal_pool", self.temporal_pool, TEMPORAL_POOLS)
+        _choice("head_conv", self.head_conv, HEAD_CONVS)
+        if self.head_conv != "backbone" and (self.trainable_stages or self.arch not in FRAME_ARCHS):
+            raise ModelConfigError(
+                f"model.head_conv: {self.head_conv} needs a frozen frame backbone (model.trainable_stages=0 and "
+                f"arch dymsta, tsn or linear); got trainable_stages={self.trainable_stages}, arch={self.arch}"
+            )
         self._validate_streams()
         from dymsta.models.runtime import RUNTIMES  # lazy: imports torch
 

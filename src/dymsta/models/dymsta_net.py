@@ -9,7 +9,7 @@ from torch import nn
 
 from dymsta.models.attention import SpatioTemporalAttention
 from dymsta.models.backbone import FrameBackbone, pool_grid
-from dymsta.models.base import FrameModel, Streams, as_streams, feature_input
+from dymsta.models.base import FrameModel, Streams, feature_input
 from dymsta.models.config import ModelConfig
 from dymsta.models.dynamic_conv import DynamicConv3d
 from dymsta.models.fusion import StreamFusion
@@ -77,6 +77,10 @@ class DyMSTANet(FrameModel):
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(d, cfg.num_classes)
 
+    @property
+    def read_grid(self) -> int:
+        return self.cfg.spatial_pool
+
     def set_epoch(self, epoch: int) -> None:
         """Anneal the dynamic-kernel softmax temperature (``cfg.temperature`` -> 1 over ``cfg.anneal_epochs``)."""
         if self.dynamic_conv is not None:
@@ -92,7 +96,7 @@ class DyMSTANet(FrameModel):
         With ``return_maps=True`` returns ``(logits, maps)``: ``maps["temporal"]`` ``(B, T)`` and
         ``maps["spatial"]`` ``(B, T, h', w')`` (h', w' after ``spatial_pool``); ``{}`` when attention is off.
         """
-        streams = self.check_streams(as_streams(feats))
+        streams = self.head_streams(feats)
         reduced = []
         for name, f in streams.items():
             x = feature_input(f, self.classifier.weight, channels_last=True)  # the head computes channels-last

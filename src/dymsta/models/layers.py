@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["TemporalConv", "TokenBatchNorm", "to_tokens", "from_tokens", "temporal_columns"]
+__all__ = ["FrameLayer", "TemporalConv", "TokenBatchNorm", "to_tokens", "from_tokens", "temporal_columns"]
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -154,3 +154,31 @@ class ChannelStandardize(nn.Module):
         shape = [1] * x.ndim
         shape[dim] = -1
         return (x - self.mean.to(x.dtype).view(shape)) * self.inv_std.to(x.dtype).view(shape)
+
+
+class FrameLayer(nn.Module):
+    """A per-frame 2D layer (the backbone's last conv + norm + activation) applied to video features.
+
+    Its norm layers stay in eval mode, training or not: the ImageNet statistics are kept and only the weights
+    learn (when ``trainable``), so a batch's composition never changes what a clip's features are.
+
+    Shapes: ``(B, C_in, T, h, w) -> (B, C_out, T, h, w)``, channels-last in and out.
+    """
+
+    def __init__(self, layer: nn.Module, *, trainable: bool) -> None:
+        super().__init__()
+        self.layer = layer
+        for p in self.layer.parameters():
+            p.requires_grad_(trainable)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrameLayer:
+        self.training = mode
+        self.layer.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        frames = rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
+        out = self.layer(frames).contiguous(memory_format=torch.channels_last)  # physically (B*T, h, w, C_out)
+        return rearrange(out, "(b t) c h w -> b c t h w", b=b)

@@ -1,0 +1,99 @@
+"""``model.head_conv``: the backbone's last layer moved after the pooling (frozen or trained per stream)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dymsta.config import OptimConfig
+from dymsta.engine.optim import LRSchedule, build_optimizer
+from dymsta.models import ModelConfig, build_model
+from dymsta.models.config import ModelConfigError
+
+STREAMS = ("rgb", "rgbdiff")
+
+
+def lite0(**kw) -> torch.nn.Module:
+    cfg = {"arch": "dymsta", "num_classes": 4, "num_frames": 6, "temporal_kernels": (1, 3, 5), "streams": STREAMS}
+    return build_model(ModelConfig(runtime="torch", dim=32, **{**cfg, **kw}))
+
+
+def clips(batch: int = 2) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {s: torch.randn(batch, 3, 6, 224, 224) for s in STREAMS}
+
+
+@torch.no_grad()
+def test_frozen_layer_after_the_backbone_gives_the_backbones_own_features_on_the_whole_grid() -> None:
+    """With no pooling between them (``spatial_pool=0``), trunk -> the detached layer == the whole backbone."""
+    whole = lite0(spatial_pool=0).eval()
+    split = lite0(spatial_pool=0, head_conv="frozen").eval()
+    x = clips()
+    trunk = split.extract(x)
+    assert trunk["rgb"].shape == (2, 320, 6, 7, 7)  # what the cache stores: a quarter of the channels
+    lifted, reference = split.lift(trunk), whole.extract(x)
+    for s in STREAMS:
+        assert lifted[s].shape == reference[s].shape == (2, 1280, 6, 7, 7)
+        torch.testing.assert_close(lifted[s], reference[s], rtol=1e-5, atol=1e-5)
+    assert split.backbone.fingerprint() != whole.backbone.fingerprint()  # caches of the two forms never mix
+
+
+@torch.no_grad()
+def test_the_layer_runs_on_the_pooled_grid_the_head_reads() -> None:
+    split = lite0(head_conv="frozen").eval()  # DyMSTA-Net reads 4x4
+    linear = lite0(arch="linear", head_conv="frozen").eval()  # the probe reads the frame mean
+    trunk = split.extract(clips())
+    assert split.lift(trunk)["rgb"].shape == (2, 1280, 6, 4, 4)
+    assert linear.lift(trunk)["rgb"].shape == (2, 1280, 6, 1, 1)
+    assert split(clips()).shape == linear(clips()).shape == (2, 4)
+
+
+def test_trained_copies_learn_per_stream_and_keep_their_norm_statistics() -> None:
+    model = lite0(arch="linear", head_conv="trained")
+    frozen = lite0(arch="linear", head_conv="frozen")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pretrained = model.pretrained_parameters()
+    assert len(pretrained) == 3 * len(STREAMS)  # conv weight, norm weight and bias, per stream
+    assert frozen.pretrained_parameters() == [] and not any(p.requires_grad for p in frozen.head_layers.parameters())
+    model.train()
+    opt = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model.forward_head(model.extract(clips())), torch.tensor([0, 1]))
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    for s in STREAMS:
+        assert not torch.equal(after[f"head_layers.{s}.layer.0.weight"], before[f"head_layers.{s}.layer.0.weight"])
+        for stat in ("running_mean", "running_var"):
+            assert torch.equal(after[f"head_layers.{s}.layer.1.{stat}"], before[f"head_layers.{s}.layer.1.{stat}"])
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("backbone."))
+
+
+def test_pretrained_layers_get_their_own_lr_and_weight_decay() -> None:
+    model = lite0(arch="linear", head_conv="trained")
+    cfg = OptimConfig(lr=0.01, weight_decay=50.0, backbone_lr_scale=0.1, backbone_weight_decay=0.05, scheduler="cosine")
+    opt = build_optimizer(model.trainable_parameters(), cfg, pretrained=model.pretrained_parameters())
+    ids = {id(p) for p in model.pretrained_parameters()}
+    for group in opt.param_groups:
+        mine = {id(p) in ids for p in group["params"]}
+        assert len(mine) <= 1
+        if mine == {True}:
+            assert group["lr"] == pytest.approx(0.001)
+            assert group["weight_decay"] in (0.05, 0.0)
+        else:
+            assert group["lr"] == pytest.approx(0.01) and group["weight_decay"] in (50.0, 0.0)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(model.trainable_parameters())
+    schedule = LRSchedule(opt, cfg, epochs=10)
+    schedule.start_epoch(5)
+    head, layer = opt.param_groups[0]["lr"], opt.param_groups[-1]["lr"]
+    assert layer == pytest.approx(head * 0.1) and head < 0.01  # the cosine keeps the ratio
+
+
+def test_head_conv_refuses_a_backbone_without_that_layer() -> None:
+    with pytest.raises(ModelConfigError, match=r"^model.head_conv: resnet18 has no last 1x1 conv"):
+        build_model(
+            ModelConfig(arch="linear", num_classes=4, backbone="resnet18", pretrained=False, head_conv="frozen")
+        )
+    with pytest.raises(ModelConfigError, match=r"^model.head_conv: trained needs a frozen frame backbone"):
+        ModelConfig(arch="dymsta", head_conv="trained", trainable_stages=1).validate()
+    with pytest.raises(ModelConfigError, match=r"^model.head_conv: must be one of"):
+        ModelConfig(head_conv="late").validate()
