@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--uint8",
         action="store_true",
-        help="read every cached row as cache.dtype=uint8 stores it (per-channel quantisation of the whole grid, "
-        "then pooling): the accuracy cost of the smaller cache, from the same fp16 cache",
+        help="read every cached row as a cache.dtype=uint8 cache of the head's grid stores it (pooled, then "
+        "quantised per channel): the accuracy cost of the smaller cache, from the same fp16 cache",
     )
     ap.add_argument("--out", default="runs/group_cv.json")
     return ap.parse_args(argv)
@@ -93,14 +93,15 @@ def load_all_features(
 
 
 def uint8_features(data):
-    """``data.features`` as a ``cache.dtype=uint8`` cache would give them: each stored row quantised per channel
-    (:func:`dymsta.engine.cache.quantize`, as the writer does), dequantised, then pooled to the head's grid."""
+    """``data.features`` as a ``cache.dtype=uint8`` cache of the head's grid (``cache.grid: auto``) gives them:
+    each stored row pooled to the grid the model reads, quantised per channel (:func:`dymsta.engine.cache.quantize`,
+    as the writer does after pooling) and dequantised."""
 
     def read(row: int) -> dict[str, torch.Tensor]:
         out = {}
         for name, x in data.store.row(row).items():
-            restored = dequantize(*quantize(x.astype(np.float32)))
-            out[name] = pool_grid(torch.from_numpy(restored), data.grid)
+            pooled = pool_grid(torch.from_numpy(x.astype(np.float32)), data.grid).numpy()
+            out[name] = torch.from_numpy(dequantize(*quantize(pooled)))
         return out
 
     return read
@@ -126,7 +127,7 @@ def split_overrides(sets: str) -> list[str]:
 
 
 FEATURE_KEYS = ("data.motion.", "data.size", "data.num_frames", "data.resize", "data.crop_scale", "data.hflip")
-FEATURE_KEYS += ("data.seed", "model.backbone", "model.runtime", "model.pretrained", "cache.")
+FEATURE_KEYS += ("data.seed", "model.backbone", "model.runtime", "model.pretrained", "model.head_conv_grid", "cache.")
 
 
 def check_variant(name: str, overrides: list[str]) -> None:

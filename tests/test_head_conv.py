@@ -25,9 +25,9 @@ def clips(batch: int = 2) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def test_frozen_layer_after_the_backbone_gives_the_backbones_own_features_on_the_whole_grid() -> None:
-    """With no pooling between them (``spatial_pool=0``), trunk -> the detached layer == the whole backbone."""
+    """With no pooling between them (``head_conv_grid=0``), trunk -> the detached layer == the whole backbone."""
     whole = lite0(spatial_pool=0).eval()
-    split = lite0(spatial_pool=0, head_conv="frozen").eval()
+    split = lite0(spatial_pool=0, head_conv="frozen", head_conv_grid=0).eval()
     x = clips()
     trunk = split.extract(x)
     assert trunk["rgb"].shape == (2, 320, 6, 7, 7)  # what the cache stores: a quarter of the channels
@@ -39,12 +39,14 @@ def test_frozen_layer_after_the_backbone_gives_the_backbones_own_features_on_the
 
 
 @torch.no_grad()
-def test_the_layer_runs_on_the_pooled_grid_the_head_reads() -> None:
-    split = lite0(head_conv="frozen").eval()  # DyMSTA-Net reads 4x4
-    linear = lite0(arch="linear", head_conv="frozen").eval()  # the probe reads the frame mean
+def test_the_layer_runs_on_the_pooled_grid_then_the_head_pools_further() -> None:
+    split = lite0(head_conv="frozen").eval()  # model.head_conv_grid: 4 (DyMSTA-Net reads 4x4 too)
+    linear = lite0(arch="linear", head_conv="frozen").eval()  # the probe then takes the frame mean
+    mean_first = lite0(arch="linear", head_conv="frozen", head_conv_grid=1).eval()
     trunk = split.extract(clips())
-    assert split.lift(trunk)["rgb"].shape == (2, 1280, 6, 4, 4)
-    assert linear.lift(trunk)["rgb"].shape == (2, 1280, 6, 1, 1)
+    assert split.read_grid == linear.read_grid == 4 and mean_first.read_grid == 1
+    assert split.lift(trunk)["rgb"].shape == linear.lift(trunk)["rgb"].shape == (2, 1280, 6, 4, 4)
+    assert mean_first.lift(trunk)["rgb"].shape == (2, 1280, 6, 1, 1)
     assert split(clips()).shape == linear(clips()).shape == (2, 4)
 
 
@@ -97,3 +99,17 @@ def test_head_conv_refuses_a_backbone_without_that_layer() -> None:
         ModelConfig(arch="dymsta", head_conv="trained", trainable_stages=1).validate()
     with pytest.raises(ModelConfigError, match=r"^model.head_conv: must be one of"):
         ModelConfig(head_conv="late").validate()
+
+
+@torch.no_grad()
+def test_a_saved_model_with_trained_copies_loads_to_the_same_logits(tmp_path) -> None:
+    from dymsta.models import load_model, save_model
+
+    model = lite0(head_conv="trained").eval()
+    for layer in model.head_layers.values():  # as if trained: copies that differ from ImageNet's
+        layer.layer[0].weight.mul_(1.5)
+    save_model(model, tmp_path / "m.safetensors")
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    loaded.eval()
+    x = clips()
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

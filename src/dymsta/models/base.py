@@ -76,14 +76,20 @@ class FrameModel(nn.Module):
             )
 
     @property
-    def read_grid(self) -> int:
-        """The grid the head reads its features at (:func:`pool_grid` size; 0 = as computed): features pooled to
-        it before the head change nothing, so a cache may store them so (``cache.grid: auto``)."""
+    def head_grid(self) -> int:
+        """The grid the head reads its features at (:func:`pool_grid` size; 0 = as computed)."""
         return 0
+
+    @property
+    def read_grid(self) -> int:
+        """How far :meth:`extract`'s features may be pooled before they reach :meth:`forward_head` without changing
+        it, so a cache may store them so (``cache.grid: auto``): :attr:`head_grid`, or with ``model.head_conv``
+        set the grid the backbone's last layer runs on (``model.head_conv_grid``)."""
+        return self.head_grid if self.head_layers is None else self.cfg.head_conv_grid
 
     def lift(self, feats: Streams) -> Streams:
         """Features as :meth:`extract` (or a cache) gives them -> what the head reads: with ``model.head_conv`` set,
-        each image stream pooled to :attr:`read_grid` and through its copy of the backbone's last layer; else as is.
+        each image stream pooled to ``model.head_conv_grid`` and through its copy of the backbone's last layer; else as is.
 
         Shapes: ``{s: (B, trunk_channels, T, h, w)} -> {s: (B, C_s, T, h', w')}``; other streams unchanged.
         """

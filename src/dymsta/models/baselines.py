@@ -38,7 +38,7 @@ class TSN(FrameModel):
         self.classifier = nn.Linear(sum(self.stream_channels().values()), cfg.num_classes)
 
     @property
-    def read_grid(self) -> int:
+    def head_grid(self) -> int:
         return 1  # the frame mean
 
     def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201
@@ -58,7 +58,7 @@ class LinearProbe(FrameModel):
         self.classifier = nn.Linear(sum(self.stream_channels().values()), cfg.num_classes)
 
     @property
-    def read_grid(self) -> int:
+    def head_grid(self) -> int:
         return 1  # the frame mean
 
     def forward_head(self, feats: torch.Tensor | Streams, return_maps: bool = False):  # noqa: ANN201

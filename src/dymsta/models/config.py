@@ -70,6 +70,8 @@ class ModelConfig:
     # "backbone": inside the backbone, on its whole grid (ImageNet's features as they are); "frozen": after the
     # grid is pooled to what the head reads, so the cache holds the 4x narrower 320-channel activations before it;
     # "trained": as "frozen", with one trainable copy per image stream (its norm keeps ImageNet's statistics)
+    head_conv_grid: int = 4  # with head_conv set: the grid that layer runs on and the cache stores (pool_grid
+    # size; 0 = the whole grid); the head pools further to its own (the linear probe and TSN to the frame mean)
     runtime: str = "auto"  # what runs the frozen backbone: torch | openvino | onnxruntime | auto = on a CPU the
     # first installed of OpenVINO (3x PyTorch bf16's frames/s here), ONNX Runtime (1.8x, fp32), PyTorch; CUDA: torch
 
@@ -109,6 +111,7 @@ class ModelConfig:
             raise ModelConfigError(f"model.feature_dropout: must be in [0, 1), got {self.feature_dropout}")
         _choice("temporal_pool", self.temporal_pool, TEMPORAL_POOLS)
         _choice("head_conv", self.head_conv, HEAD_CONVS)
+        _int("head_conv_grid", self.head_conv_grid, 0)
         if self.head_conv != "backbone" and (self.trainable_stages or self.arch not in FRAME_ARCHS):
             raise ModelConfigError(
                 f"model.head_conv: {self.head_conv} needs a frozen frame backbone (model.trainable_stages=0 and "

@@ -78,7 +78,7 @@ class DyMSTANet(FrameModel):
         self.classifier = nn.Linear(d, cfg.num_classes)
 
     @property
-    def read_grid(self) -> int:
+    def head_grid(self) -> int:
         return self.cfg.spatial_pool
 
     def set_epoch(self, epoch: int) -> None:
