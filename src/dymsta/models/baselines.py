@@ -126,3 +126,8 @@ class VideoResNet(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """All parameters (trained end to end)."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """None: the whole network trains end to end at the base rate (``optim.backbone_lr_scale`` is for the frame
+        backbones' layers)."""
+        return []
