@@ -308,7 +308,12 @@ def _predict_stream(predictor: Any, source: str, args: argparse.Namespace) -> in
     if out is not None:
         out.close()
         print(f"wrote {args.out}", file=sys.stderr)
-    return 1 if run.error else 0
+    code = 1 if run.error else 0
+    if not run.reader.join(timeout=10.0):  # its source blocks (a pipe that stays open and silent)
+        log.warning("the source %s did not end within 10 s of the stop; exiting without it", source)
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code)  # skips the interpreter's exit, which would abort inside the blocked reader
+    return code
 
 
 def _emit(record: dict, out: Any) -> None:

@@ -264,6 +264,14 @@ class ClipReader:
             self._stop = True
             self._cond.notify_all()
 
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the reading thread to end (after :meth:`close`); True if it has.
+
+        A process must not exit while the thread is inside the decoder: Python ends such a daemon thread at
+        exit by unwinding it, and the C++ frames beneath it abort the process ("terminate called ...")."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     @property
     def ended(self) -> bool:
         return self._ended
