@@ -130,11 +130,16 @@ FEATURE_KEYS = ("data.motion.", "data.size", "data.num_frames", "data.resize", "
 FEATURE_KEYS += ("data.seed", "model.backbone", "model.runtime", "model.pretrained", "model.head_conv_grid", "cache.")
 
 
-def check_variant(name: str, overrides: list[str]) -> None:
-    """Refuse a variant that changes how the (already read) features are made: it would silently not apply."""
+def check_variant(name: str, overrides: list[str], head_conv: str) -> None:
+    """Refuse a variant that changes how the (already read) features are made: it would silently not apply.
+
+    ``model.head_conv`` may move between ``frozen`` and ``trained`` (the same cached activations before the
+    backbone's last layer), not to or from ``backbone`` (1280 channels after it); ``head_conv``: the recipe's.
+    """
     for item in overrides:
-        key = item.partition("=")[0]
-        if key.startswith(FEATURE_KEYS):
+        key, _, value = item.partition("=")
+        crosses = key == "model.head_conv" and (value == "backbone") != (head_conv == "backbone")
+        if key.startswith(FEATURE_KEYS) or crosses:
             raise SystemExit(f"--variant {name}: {key} changes the cached features; pass it with --set instead")
 
 
@@ -218,10 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     path = recipe_path(args.config)
+    base = load_config(path, args.set)
     for spec in args.variant:  # before the (minutes-long) read of the features
         name, _, sets = spec.partition("=")
-        check_variant(name, split_overrides(sets))
-    feats, labels, groups = load_all_features(load_config(path, args.set), Path("runs/group_cv"), uint8=args.uint8)
+        check_variant(name, split_overrides(sets), base.model.head_conv)
+    feats, labels, groups = load_all_features(base, Path("runs/group_cv"), uint8=args.uint8)
     folds = fold_of_groups(groups, args.folds)
     results = {}
     for spec in args.variant or ["recipe="]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -113,3 +115,28 @@ def test_a_saved_model_with_trained_copies_loads_to_the_same_logits(tmp_path) ->
     loaded.eval()
     x = clips()
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_the_folded_layer_equals_conv_then_norm_with_gradients() -> None:
+    """The fast path (one matmul, norm folded in) against ``Conv2d`` + timm's ``BatchNormAct2d`` run per frame."""
+    from einops import rearrange
+    from timm.layers import BatchNormAct2d
+
+    from dymsta.models.layers import FrameLayer
+
+    torch.manual_seed(0)
+    conv, norm = torch.nn.Conv2d(12, 20, 1, bias=True), BatchNormAct2d(20, act_layer=torch.nn.ReLU6)
+    norm.running_mean.normal_(), norm.running_var.uniform_(0.5, 2), norm.weight.data.normal_(), norm.bias.data.normal_()
+    reference = torch.nn.Sequential(copy.deepcopy(conv), copy.deepcopy(norm)).eval()
+    layer = FrameLayer(conv, norm, trainable=True).train()  # its norm stays in eval mode
+    x = (torch.randn(2, 12, 3, 4, 4) * 3).contiguous(memory_format=torch.channels_last_3d)
+    out = layer(x)
+    expected = rearrange(reference(rearrange(x, "b c t h w -> (b t) c h w")), "(b t) c h w -> b c t h w", b=2)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert 0 < (out == 6).float().mean() < 0.5 and out.is_contiguous(memory_format=torch.channels_last_3d)
+    grad = torch.randn_like(out)
+    (out * grad).sum().backward()
+    (expected * grad).sum().backward()
+    for mine, theirs in zip(layer.layer.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.layer[1].running_mean, reference[1].running_mean, rtol=0, atol=0)

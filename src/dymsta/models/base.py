@@ -72,7 +72,7 @@ class FrameModel(nn.Module):
             layer = backbone.detach_head_layer()
             trainable = cfg.head_conv == "trained"
             self.head_layers = nn.ModuleDict(
-                {s: FrameLayer(copy.deepcopy(layer), trainable=trainable) for s in self.image_streams}
+                {s: FrameLayer(*copy.deepcopy(layer), trainable=trainable) for s in self.image_streams}
             )
 
     @property
@@ -99,7 +99,7 @@ class FrameModel(nn.Module):
         for name, layer in self.head_layers.items():
             if name in feats:
                 conv = next(layer.parameters())
-                out[name] = layer(feature_input(pool_grid(feats[name], self.read_grid), conv))
+                out[name] = layer(feature_input(pool_grid(feats[name], self.read_grid), conv, channels_last=True))
         return out
 
     def pretrained_parameters(self) -> list[nn.Parameter]:

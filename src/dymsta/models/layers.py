@@ -157,17 +157,31 @@ class ChannelStandardize(nn.Module):
 
 
 class FrameLayer(nn.Module):
-    """A per-frame 2D layer (the backbone's last conv + norm + activation) applied to video features.
+    """A per-frame 1x1 conv + batch norm (+ the norm's activation) applied to video features: the backbone's last
+    layer, run after the cache (``model.head_conv``).
 
-    Its norm layers stay in eval mode, training or not: the ImageNet statistics are kept and only the weights
-    learn (when ``trainable``), so a batch's composition never changes what a clip's features are.
+    The norm stays in eval mode, training or not: the ImageNet statistics are kept and only the weights learn (when
+    ``trainable``), so a batch's composition never changes what a clip's features are. An eval-mode norm is an
+    affine map per channel, so the layer is one matmul over the channels-last tokens with the norm folded into its
+    weight and bias, then the activation: 3-4x faster than ``Conv2d`` + ``BatchNorm2d`` on the small grids a cache
+    holds, forward and backward (a test holds it equal to the two modules in a row, gradients included).
 
     Shapes: ``(B, C_in, T, h, w) -> (B, C_out, T, h, w)``, channels-last in and out.
     """
 
-    def __init__(self, layer: nn.Module, *, trainable: bool) -> None:
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, *, trainable: bool) -> None:
         super().__init__()
-        self.layer = layer
+        if (
+            conv.kernel_size != (1, 1)
+            or conv.stride != (1, 1)
+            or conv.groups != 1
+            or conv.padding not in ((0, 0), "valid")
+        ):
+            raise ValueError(f"FrameLayer: expected a plain 1x1 conv, got {conv}")
+        if not isinstance(norm, nn.BatchNorm2d) or not norm.affine or not norm.track_running_stats:
+            raise ValueError(f"FrameLayer: expected a batch norm with running statistics, got {type(norm).__name__}")
+        self.layer = nn.Sequential(conv, norm)  # keys layer.0.* / layer.1.*, as nn.Sequential(conv, norm) saves them
+        self.act = getattr(norm, "act", None) or nn.Identity()  # timm's BatchNormAct2d carries its activation
         for p in self.layer.parameters():
             p.requires_grad_(trainable)
         self.train(False)
@@ -177,8 +191,17 @@ class FrameLayer(nn.Module):
         self.layer.eval()
         return self
 
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conv with the norm folded in: weight ``(C_out, C_in)`` and bias ``(C_out,)`` (differentiable)."""
+        conv, norm = self.layer
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # (C_out,)
+        bias = norm.bias - norm.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        return conv.weight.flatten(1) * scale[:, None], bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        frames = rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last)
-        out = self.layer(frames).contiguous(memory_format=torch.channels_last)  # physically (B*T, h, w, C_out)
-        return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+        weight, bias = self.folded()
+        tokens = rearrange(x, "b c t h w -> b t h w c")  # a free view of channels-last input
+        out = self.act(F.linear(tokens, weight.to(tokens.dtype), bias.to(tokens.dtype)))  # (B, T, h, w, C_out)
+        return rearrange(out, "b t h w c -> b c t h w")  # channels-last_3d, no copy
