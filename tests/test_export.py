@@ -28,8 +28,10 @@ def _cfg(**kw: object) -> ModelConfig:
         {},
         {"dynamic_mode": "modulate", "dynamic_kernel": (3, 3, 3), **SMALL_BACKBONE},
         {"arch": "tsn", **SMALL_BACKBONE},
+        {"head_conv": "trained"},  # Lite0's last layer after the pooling, as the folded matmul
+        {"arch": "linear", "head_conv": "frozen", "head_conv_grid": 1},
     ],
-    ids=["lite0", "modulate-333", "tsn"],
+    ids=["lite0", "modulate-333", "tsn", "lite0-head-conv", "linear-head-conv-1x1"],
 )
 def test_onnx_round_trip_equals_eager(tmp_path: Path, kw: dict) -> None:
     torch.manual_seed(0)
