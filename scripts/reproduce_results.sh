@@ -4,20 +4,23 @@
 #   bash scripts/reproduce_results.sh [ROOT=../shared/data/ucf101-mini] [OUT=runs/results] [SECTIONS...]
 #   python scripts/summarize_results.py runs/results        # the tables, mean +- sample std over seeds
 #
-# SECTIONS: recipe motion motion_ablations motion_synth main ablations views frames k333 synth (default: all).
-# `recipe` runs the ucf101_mini recipe as committed (the linear probe on standardised streams, RESULTS 8.10) and
-# every model on its streams; the other motion sections (issue 9) run DyMSTA-Net's motion recipe
-# (configs/ucf101_mini_dymsta.yaml, RESULTS 8.2-8.4); the rest are issue 5's rgb-only rows. Caches go to $CACHE
-# (default $OUT/cache), shared by runs.
+# SECTIONS: cache recipe motion motion_ablations motion_synth main ablations views frames k333 synth (default: all).
+# `cache` runs the ucf101_mini recipe as committed (issue 19, RESULTS 9: DyMSTA-Net's head with its modules off on
+# standardised streams, Lite0's last layer trained per stream from the 320-channel cache), DyMSTA-Net with its
+# modules and the linear probe on the same input. `recipe` (RESULTS 8.10), the other motion
+# sections (issue 9: DyMSTA-Net's motion recipe, configs/ucf101_mini_dymsta.yaml, RESULTS 8.2-8.4) and the rest
+# (issue 5's rgb-only rows) run as measured then, with the whole backbone (model.head_conv=backbone). Caches go to
+# $CACHE (default $OUT/cache), shared by runs; $EXTRA (e.g. "--set train.threads=1") is added to every run.
 # Wall clock on the project's 2-core CPU: about 1.2 min per DyMSTA-Net run, plus each new cache (the first run of
 # main builds the recipe's caches: about 8 min with Lite2).
 set -euo pipefail
 root=${1:-../shared/data/ucf101-mini}
 out=${2:-runs/results}
 shift $(( $# > 2 ? 2 : $# ))
-sections=${*:-recipe motion motion_ablations motion_synth main ablations views frames k333 synth}
+sections=${*:-cache recipe motion motion_ablations motion_synth main ablations views frames k333 synth}
 seeds=${SEEDS:-0 1 2}
 cache=${CACHE:-$out/cache}
+read -ra extra <<< "${EXTRA:-}"  # appended to every run, e.g. EXTRA="--set train.threads=1" beside another job
 
 train_rows() {  # train_rows CONFIG DATA_ROOT NAME [--set KEY=VALUE ...]: one row of a table, every seed
   local config=$1 data=$2 name=$3
@@ -25,20 +28,35 @@ train_rows() {  # train_rows CONFIG DATA_ROOT NAME [--set KEY=VALUE ...]: one ro
   for seed in $seeds; do
     if [[ -f "$out/$name/s$seed/report.json" ]]; then continue; fi
     dymsta train --config "$config" --out "$out/$name/s$seed" --set data.root="$data" \
-      --set cache.dir="$cache" --set train.seed="$seed" "$@" 2>&1 | grep -E "^test:|early stop" || true
+      --set cache.dir="$cache" --set train.seed="$seed" "$@" "${extra[@]}" 2>&1 | grep -E "^test:|early stop" || true
   done
 }
 
-recipe_run() { train_rows ucf101_mini "$root" "$@"; }  # recipe_run NAME [--set KEY=VALUE ...]
+before19=(--set model.head_conv=backbone)  # the layout before issue 19: Lite0's whole backbone before the cache
 
-run() { train_rows ucf101_mini_dymsta "$root" "$@"; }  # run NAME [--set KEY=VALUE ...]: DyMSTA-Net's recipe
+issue19_run() { train_rows ucf101_mini "$root" "$@"; }  # issue19_run NAME [--set KEY=VALUE ...]: the recipe now
+
+recipe_run() {  # the recipe of RESULTS 8.10 (the linear probe on the whole backbone's features), then the row's
+  train_rows ucf101_mini "$root" "${linear_probe[@]}" "${modules_on[@]}" "${before19[@]}" "$@"
+}
+
+run() { train_rows ucf101_mini_dymsta "$root" "${before19[@]}" "$@"; }  # DyMSTA-Net's recipe of RESULTS 8.1-8.8
 
 synth_run() { train_rows demo "$out/synth_data" "$@"; }  # the synthetic temporal set, the demo's recipe
 
 rgb_only=(--set "data.modalities=[rgb]" --set model.fusion=concat --set model.backbone=efficientnet_lite2)  # issue 5's recipe
 
+modules_on=(--set model.dynamic=true --set model.attention=true --set model.multiscale=true)  # DyMSTA-Net itself
+
+linear_probe=(--set model.arch=linear --set optim.lr=0.003 --set optim.weight_decay=50)  # RESULTS 8.10's head
+
 for section in $sections; do
   case $section in
+    cache)  # issue 19: the recipe as committed; DyMSTA-Net (modules on) and the linear probe on its input
+      issue19_run c_recipe
+      issue19_run c_dymsta_trained "${modules_on[@]}"
+      issue19_run c_linear_trained "${linear_probe[@]}" --set optim.backbone_lr_scale=0.01
+      ;;
     recipe)  # the linear probe on rgb / rgb+rgbdiff / rgb+mv / all; TSN and DyMSTA-Net on all, standardised too
       recipe_run r_linear_rgb --set "data.modalities=[rgb]"
       recipe_run r_linear_rgbdiff --set "data.modalities=[rgb,rgbdiff]"
@@ -99,7 +117,7 @@ for section in $sections; do
       synth_run synth_dymsta_k333 "${rgb_only[@]}" --set "model.dynamic_kernel=[3,3,3]"
       ;;
     *)
-      echo "unknown section $section (recipe motion motion_ablations motion_synth main ablations views frames k333 synth)" >&2
+      echo "unknown section $section (cache recipe motion motion_ablations motion_synth main ablations views frames k333 synth)" >&2
       exit 2
       ;;
   esac

@@ -392,6 +392,18 @@ def test_tiny_overfit_reaches_full_train_accuracy(synth_root: Path, cache_dir: P
     assert max(float(r["train_acc"]) for r in rows) == 1.0
 
 
+def test_select_last_makes_the_latest_epoch_the_runs_model(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "last"
+    summary = train(tiny_cfg(synth_root, cache_dir, "train.epochs=3", "train.select=last"), run)
+    assert summary["best_epoch"] == 3
+    best = load_file(str(run / "checkpoints" / "best.safetensors"))
+    last = _weights(run)
+    assert best.keys() == last.keys()
+    assert all(torch.equal(best[k], last[k]) for k in best)
+    with pytest.raises(Exception, match="train.select"):
+        tiny_cfg(synth_root, cache_dir, "train.select=first")
+
+
 def test_unreadable_video_is_counted_not_fatal(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)

@@ -113,6 +113,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume/DDP checks)
     early_stop: int = 0  # stop after this many epochs without val improvement; 0 = never
+    select: str = "val_acc"  # the epoch whose weights become best.safetensors (tested, predicted, served):
+    # val_acc = the highest validation accuracy (ties: lower loss); last = the latest epoch, as group CV scores a
+    # recipe (the mean of its last epochs), immune to a lucky epoch on a small validation group
     eval_batch_size: int = 64
     threads: int = 0  # torch intra-op threads; 0 = one per idle core (dymsta.hardware.choose_threads)
 
@@ -131,6 +134,7 @@ class Config:
         _check_choice("optim.name", self.optim.name, ("adamw", "sgd"))
         _check_choice("optim.scheduler", self.optim.scheduler, ("plateau", "cosine", "none"))
         _check_choice("train.amp", self.train.amp, ("auto", "bf16", "fp16", "none"))
+        _check_choice("train.select", self.train.select, ("val_acc", "last"))
         _check_choice("cache.dtype", self.cache.dtype, ("float16", "float32", "uint8"))
         if self.cache.grid not in ("auto", "full") and not str(self.cache.grid).isdigit():
             raise ConfigError(f"cache.grid must be auto, full or a grid size such as 4, got {self.cache.grid!r}")

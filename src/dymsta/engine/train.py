@@ -467,10 +467,12 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
     start_epoch, best, best_epoch, bad_epochs = 0, {"val_acc": -1.0, "val_loss": math.inf}, -1, 0
+    selected_epoch = -1  # the epoch of best.safetensors: best_epoch, or with train.select=last the latest
     if resume and state_file.exists():
         info = load_training_state(state_file, model=model, optimizer=optimizer, ema=ema)
         schedule.load_state_dict(info["schedule"])
         start_epoch, best, best_epoch, bad_epochs = info["epoch"] + 1, info["best"], info["best_epoch"], info["bad"]
+        selected_epoch = info.get("selected_epoch", best_epoch)
         log.info("resumed from %s at epoch %d", state_file, start_epoch)
     logger = (
         MetricsLogger(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tb", resume=resume) if D.is_main() else None
@@ -530,8 +532,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             # Order matters for a kill at any point: the metrics row first (a resumed run rewrites rows from its
             # first epoch on), the training state last (it alone decides where --resume starts).
             logger.log(row)
+            if improved or cfg.train.select == "last":
+                selected_epoch = epoch
             with averaged():
-                if improved:
+                if selected_epoch == epoch:
                     save_model(
                         model,
                         ckpt_dir / "best.safetensors",
@@ -547,6 +551,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
                     "epoch": epoch,
                     "best": best,
                     "best_epoch": best_epoch,
+                    "selected_epoch": selected_epoch,
                     "bad": bad_epochs,
                     "schedule": schedule.state_dict(),
                     "config": config_to_dict(p.cfg),
@@ -574,7 +579,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "best_epoch": best_epoch + 1,
+        "best_epoch": selected_epoch + 1,  # the epoch of best.safetensors (train.select)
         "best_val": best,
         "stopped": stopped,
         "cache_seconds": round(cache_seconds, 2),
@@ -624,7 +629,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             counts=counts,
             report=report,
             calibration=report["calibration"] if report else calibration,
-            best_epoch=best_epoch + 1 if best_epoch >= 0 else None,
+            best_epoch=selected_epoch + 1 if selected_epoch >= 0 else None,
         )
     summary["total_seconds"] = round(time.time() - t_start, 2)
     if D.is_main():
