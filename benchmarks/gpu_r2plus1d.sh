@@ -35,7 +35,7 @@ start=$(date +%s)
 pids=()
 for seed in $seeds; do
   python -m dymsta train --config ucf101_mini_dymsta --out "$out/r2plus1d_s$seed" \
-    --set data.root="$root" --set model.arch=r2plus1d_18 --set model.pretrained=false --set "data.modalities=[rgb]" \
+    --set data.root="$root" --set model.arch=r2plus1d_18 --set model.head_conv=backbone --set model.pretrained=false --set "data.modalities=[rgb]" \
     --set data.workers="${WORKERS:-5}" --set train.seed="$seed" --set train.epochs="${EPOCHS:-100}" "${smoke[@]}" \
     >"$out/r2plus1d_s$seed.log" 2>&1 &
   pids+=($!)
