@@ -128,10 +128,20 @@ def test_stream_from_stdin_prints_windows_and_the_segments(colour_run: dict, tmp
     assert windows[0]["start"] == 0.0 and windows[0]["end"] == 1.0
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal gives it, even where pytest was started in the background of
+    a script (`make test &`), which leaves SIGINT ignored for every child and Ctrl-C a no-op."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_stream_cleanly_with_its_summary(colour_run: dict, tmp_path: Path) -> None:
     video = _long_video(tmp_path, ["red", "green"], seconds=6, suffix=".nut")
     proc = subprocess.Popen(
-        _stream_cli(colour_run["run"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _stream_cli(colour_run["run"]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_interruptible,
     )
     data = video.read_bytes()
     feeder = threading.Thread(target=_feed, args=(proc, data), kwargs={"seconds": 60.0, "close": False})
@@ -143,7 +153,10 @@ def test_ctrl_c_stops_the_stream_cleanly_with_its_summary(colour_run: dict, tmp_
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr.decode()[-2000:]
     summary = json.loads(stdout.decode().splitlines()[-1])["summary"]
-    assert summary["stopped"] is True and summary["error"] is None and summary["windows"] >= 1
+    assert summary["stopped"] is True and summary["error"] is None and summary["windows"] >= 1, (
+        summary,
+        stderr[-2000:],
+    )
     assert summary["segments"] and summary["segments"][0]["label"] == "red"
 
 

@@ -130,12 +130,12 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         trusted = _trusted_frame_count(container, stream)
         header = _header_frame_count(stream)
         first, packets = _first_frame_and_packets(container, stream, path, count=trusted is None)
-    num_frames = trusted if trusted is not None else packets
+        num_frames = trusted if trusted is not None else packets
+        fps = _frame_rate(container, stream, num_frames)  # reads the container's duration: while it is open
     if num_frames <= 0:
         raise VideoDecodeError(path, "video stream has no frames")
     rotation = _clockwise_rotation(first)
     width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
-    fps = _frame_rate(container, stream, num_frames)
     return VideoInfo(
         path=str(path),
         num_frames=num_frames,
