@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from dymsta.cli import main
-from dymsta.config import load_config
+from dymsta.config import ConfigError, load_config
 from dymsta.data import collate_clips
 from dymsta.data.synth import SYNTH_CLASSES, generate_synthetic
 from dymsta.engine.cache import CachedClips, CacheSpec, StreamSpec, get_or_build_cache
@@ -400,7 +400,7 @@ def test_select_last_makes_the_latest_epoch_the_runs_model(synth_root: Path, cac
     last = _weights(run)
     assert best.keys() == last.keys()
     assert all(torch.equal(best[k], last[k]) for k in best)
-    with pytest.raises(Exception, match="train.select"):
+    with pytest.raises(ConfigError, match="train.select"):
         tiny_cfg(synth_root, cache_dir, "train.select=first")
 
 
