@@ -325,6 +325,7 @@ def test_float16_rows_read_as_stored_give_the_float32_reference_logits(synth_roo
         ("full grid", "dymsta", "trained"),
         ("grid the head reads", "dymsta", "trained"),
         ("grid the head reads", "linear", "trained"),
+        ("grid the head reads", "dymsta", "stage"),
     ],
 )
 def test_training_from_cache_equals_training_through_the_backbone(
@@ -334,7 +335,8 @@ def test_training_from_cache_equals_training_through_the_backbone(
     whole grid cached (pooled when read) or the grid pooled before it is written (``cache.grid: auto``; the linear
     probe reads the frame mean, so its cache holds 1x1 grids). With ``model.head_conv=trained`` the cache holds the
     activations before the backbone's last layer, whose per-stream copies train from it exactly as through the
-    backbone."""
+    backbone; with ``model.head_conv=stage`` the cache holds the last stage's input on the whole grid and that
+    stage trains from it too."""
     extra = ("cache.dtype=float32", "train.amp=none", f"model.arch={arch}", f"model.head_conv={head_conv}")
     cfg = tiny_cfg(synth_root, tmp_path / "cache", *extra)
     p = build_pipeline(cfg, tmp_path / "run")
@@ -346,7 +348,7 @@ def test_training_from_cache_equals_training_through_the_backbone(
         computed = tuple(p.model.extract({"rgb": clips[0][0]["rgb"][None].float()}, partial=True)["rgb"].shape[1:])
     assert store.shapes["rgb"] == StreamSpec("rgb", "v1", "float32", grid).stored_shape(computed)
     assert (store.shapes["rgb"] == computed) == (grid == 0 or computed[-1] <= grid)
-    assert computed[0] == (320 if head_conv == "trained" else 1280)  # Lite0's last layer: 320 -> 1280 channels
+    assert computed[0] == {"backbone": 1280, "trained": 320, "stage": 192}[head_conv]  # Lite0: 192 -> 320 -> 1280
     feats = CachedClips(store, per_video=False, grid=p.read_grid())
 
     def run(dataset, collate, net_of) -> dict[str, torch.Tensor]:
@@ -371,8 +373,9 @@ def test_training_from_cache_equals_training_through_the_backbone(
         torch.testing.assert_close(v, via_backbone[k], atol=2e-5, rtol=1e-4, msg=k)
         changed += int(not k.startswith("backbone"))
     assert changed > 0
-    trained = [k for k in via_cache if k.startswith("head_layers") and not torch.equal(via_cache[k], initial[k])]
-    assert bool(trained) == (head_conv == "trained")
+    trained = [k for k in via_cache if k.startswith("head_") and not torch.equal(via_cache[k], initial[k])]
+    assert bool(trained) == (head_conv != "backbone")
+    assert any(k.startswith("head_stages") for k in trained) == (head_conv == "stage")
     assert all("running" not in k for k in trained)  # the norm keeps ImageNet's statistics
 
 

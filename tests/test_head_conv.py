@@ -140,3 +140,51 @@ def test_the_folded_layer_equals_conv_then_norm_with_gradients() -> None:
     for mine, theirs in zip(layer.layer.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(layer.layer[1].running_mean, reference[1].running_mean, rtol=0, atol=0)
+
+
+def test_the_folded_block_equals_the_backbones_last_stage_with_gradients() -> None:
+    """:class:`FrameBlock` (folded norms, matmuls, one grouped conv) against timm's ``InvertedResidual`` per frame."""
+    from einops import rearrange
+
+    from dymsta.models.layers import FrameBlock
+
+    torch.manual_seed(0)
+    block = copy.deepcopy(lite0().backbone.net.blocks[-1][0])  # Lite0's last stage: 192 -> 1152 -> 320, 3x3 dw
+    for norm in (block.bn1, block.bn2, block.bn3):  # statistics and weights unlike a fresh norm's
+        norm.running_mean.normal_(0, 0.1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0.5, 1.5)
+    reference = copy.deepcopy(block).eval()
+    for p in reference.parameters():
+        p.requires_grad_(True)
+    fast = FrameBlock(block, trainable=True).train()  # its norms stay in eval mode
+    x = (torch.randn(2, 192, 3, 7, 7) * 2).contiguous(memory_format=torch.channels_last_3d)
+    out = fast(x)
+    expected = rearrange(reference(rearrange(x, "b c t h w -> (b t) c h w")), "(b t) c h w -> b c t h w", b=2)
+    assert out.shape == (2, 320, 3, 7, 7) and out.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(out)
+    (out * grad).sum().backward()
+    (expected * grad).sum().backward()
+    mine = dict(fast.named_parameters())
+    names = {"expand.layer.0": "conv_pw", "expand.layer.1": "bn1", "depthwise.0": "conv_dw", "depthwise.1": "bn2"}
+    names |= {"project.layer.0": "conv_pwl", "project.layer.1": "bn3"}
+    for name, p in reference.named_parameters():
+        key = next(k for k, v in names.items() if name.startswith(v + "."))
+        torch.testing.assert_close(mine[key + name[len(names[key]) :]].grad, p.grad, rtol=1e-3, atol=1e-3, msg=name)
+
+
+@torch.no_grad()
+def test_the_stage_after_the_cache_gives_the_backbones_own_features() -> None:
+    """``head_conv=stage`` on the whole grid: trunk (192 channels) -> stage -> last layer == the whole backbone."""
+    whole = lite0(spatial_pool=0).eval()
+    split = lite0(spatial_pool=0, head_conv="stage", head_conv_grid=0).eval()
+    x = clips()
+    trunk = split.extract(x)
+    assert trunk["rgb"].shape == (2, 192, 6, 7, 7) and split.read_grid == 0
+    lifted, reference = split.lift(trunk), whole.extract(x)
+    for s in STREAMS:
+        torch.testing.assert_close(lifted[s], reference[s], rtol=1e-4, atol=1e-4)
+    fingerprints = {m.backbone.fingerprint() for m in (whole, split, lite0(head_conv="trained"))}
+    assert len(fingerprints) == 3  # the three cache forms never mix
+    trained = lite0(head_conv="stage")
+    assert len(trained.pretrained_parameters()) == len(STREAMS) * (3 + 3 * 3)  # the layer's 3, the block's 3 x 3
+    assert lite0(head_conv="stage", head_conv_grid=4).lift(trunk)["rgb"].shape == (2, 1280, 6, 4, 4)

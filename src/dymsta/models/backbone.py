@@ -455,6 +455,31 @@ class FrameBackbone(nn.Module):
             p.requires_grad_(False)
         return layer
 
+    def detach_last_stage(self) -> nn.Sequential:
+        """After :meth:`detach_head_layer`, take the trunk's last stage out too and return it (frozen, eval mode).
+
+        For timm's EfficientNet family that is ``blocks[-1]`` (Lite0-2: one inverted residual, 192 -> 320 channels
+        at stride 1 on the 7x7 grid); :attr:`trunk_channels` becomes the stage's input width (192 on Lite0), and
+        the fingerprint changes with the weights that left.
+
+        Raises:
+            ModelConfigError: no such stage (``model.head_conv: stage`` needs an EfficientNet backbone).
+        """
+        blocks = getattr(self.net, "blocks", None)
+        stage = blocks[-1] if isinstance(blocks, nn.Sequential) and len(blocks) > 1 else None
+        if not isinstance(stage, nn.Sequential) or not stage or not hasattr(stage[0], "conv_pw"):
+            raise ModelConfigError(
+                f"model.head_conv: stage needs an EfficientNet backbone whose last stage is inverted residuals; "
+                f"{self.name} has none"
+            )
+        blocks[-1] = nn.Identity()
+        self.trunk_channels = stage[0].conv_pw.in_channels
+        self.stages = _stages(self.net)
+        self._runners = {}
+        for p in stage.parameters():
+            p.requires_grad_(False)
+        return stage.eval()
+
     def _freeze(self) -> None:
         trainable = {
             id(p) for stage in self.stages[len(self.stages) - self.trainable_stages :] for p in stage.parameters()

@@ -15,7 +15,7 @@ from torch import nn
 
 from dymsta.models.backbone import FrameBackbone, pool_grid
 from dymsta.models.config import ModelConfig, ModelInputError
-from dymsta.models.layers import ChannelStandardize, FrameLayer
+from dymsta.models.layers import ChannelStandardize, FrameBlock, FrameLayer
 
 __all__ = ["FrameModel", "Streams", "as_streams", "feature_input"]
 
@@ -67,12 +67,20 @@ class FrameModel(nn.Module):
             if cfg.input_norm
             else None
         )
-        self.head_layers = None
+        self.head_layers = self.head_stages = None
         if cfg.head_conv != "backbone":  # the backbone's last layer runs after pooling, one copy per image stream
             layer = backbone.detach_head_layer()
-            trainable = cfg.head_conv == "trained"
+            trainable = cfg.head_conv != "frozen"
             self.head_layers = nn.ModuleDict(
                 {s: FrameLayer(*copy.deepcopy(layer), trainable=trainable) for s in self.image_streams}
+            )
+        if cfg.head_conv == "stage":  # and the last stage before it, on the whole grid
+            stage = backbone.detach_last_stage()
+            self.head_stages = nn.ModuleDict(
+                {
+                    s: nn.Sequential(*(FrameBlock(b, trainable=True) for b in copy.deepcopy(stage)))
+                    for s in self.image_streams
+                }
             )
 
     @property
@@ -84,12 +92,16 @@ class FrameModel(nn.Module):
     def read_grid(self) -> int:
         """How far :meth:`extract`'s features may be pooled before they reach :meth:`forward_head` without changing
         it, so a cache may store them so (``cache.grid: auto``): :attr:`head_grid`, or with ``model.head_conv``
-        set the grid the backbone's last layer runs on (``model.head_conv_grid``)."""
+        set the grid the backbone's last layer runs on (``model.head_conv_grid``); the whole grid with
+        ``model.head_conv: stage`` (the stage's depthwise conv reads neighbouring cells)."""
+        if self.head_stages is not None:
+            return 0
         return self.head_grid if self.head_layers is None else self.cfg.head_conv_grid
 
     def lift(self, feats: Streams) -> Streams:
         """Features as :meth:`extract` (or a cache) gives them -> what the head reads: with ``model.head_conv`` set,
-        each image stream pooled to ``model.head_conv_grid`` and through its copy of the backbone's last layer; else as is.
+        each image stream pooled to ``model.head_conv_grid`` and through its copy of the backbone's last layer
+        (with ``model.head_conv: stage``, through its copy of the last stage first, on the whole grid); else as is.
 
         Shapes: ``{s: (B, trunk_channels, T, h, w)} -> {s: (B, C_s, T, h', w')}``; other streams unchanged.
         """
@@ -98,13 +110,18 @@ class FrameModel(nn.Module):
         out = dict(feats)
         for name, layer in self.head_layers.items():
             if name in feats:
-                conv = next(layer.parameters())
-                out[name] = layer(feature_input(pool_grid(feats[name], self.read_grid), conv, channels_last=True))
+                x = feature_input(pool_grid(feats[name], self.read_grid), next(layer.parameters()), channels_last=True)
+                if self.head_stages is not None:
+                    x = pool_grid(self.head_stages[name](x), self.cfg.head_conv_grid)
+                out[name] = layer(x)
         return out
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters that start from ImageNet weights (``optim.backbone_lr_scale`` applies)."""
-        layers = [] if self.head_layers is None else list(self.head_layers.parameters())
+        layers = [
+            *(self.head_layers or nn.ModuleDict()).parameters(),
+            *(self.head_stages or nn.ModuleDict()).parameters(),
+        ]
         return [p for p in [*self.backbone.parameters(), *layers] if p.requires_grad]
 
     def standardize(self, stream: str, x: torch.Tensor, dim: int = 1) -> torch.Tensor:

@@ -24,7 +24,12 @@ DYNAMIC_MODES = ("mixture", "modulate")
 TEMPORAL_POOLS = ("max", "mean")
 STREAMS = ("rgb", "rgbdiff", "mv")  # dymsta.data.motion.MODALITIES (models do not import data)
 FUSIONS = ("concat", "sum", "gated")
-HEAD_CONVS = ("backbone", "frozen", "trained")  # where the backbone's last 1x1 conv runs (ModelConfig.head_conv)
+HEAD_CONVS = (
+    "backbone",
+    "frozen",
+    "trained",
+    "stage",
+)  # where the backbone's last 1x1 conv runs (ModelConfig.head_conv)
 
 
 @dataclass
@@ -69,7 +74,9 @@ class ModelConfig:
     head_conv: str = "backbone"  # the backbone's last layer (Lite0: 1x1 conv 320 -> 1280 + norm + ReLU6):
     # "backbone": inside the backbone, on its whole grid (ImageNet's features as they are); "frozen": after the
     # grid is pooled to what the head reads, so the cache holds the 4x narrower 320-channel activations before it;
-    # "trained": as "frozen", with one trainable copy per image stream (its norm keeps ImageNet's statistics)
+    # "trained": as "frozen", with one trainable copy per image stream (its norm keeps ImageNet's statistics);
+    # "stage": as "trained", and the backbone's last stage too (Lite0: one inverted residual 192 -> 320 on the
+    # whole 7x7 grid), trained per stream: the cache holds that stage's 192-channel input on the whole grid
     head_conv_grid: int = 4  # with head_conv set: the grid that layer runs on and the cache stores (pool_grid
     # size; 0 = the whole grid); the head pools further to its own (the linear probe and TSN to the frame mean)
     runtime: str = "auto"  # what runs the frozen backbone: torch | openvino | onnxruntime | auto = on a CPU the
