@@ -134,11 +134,13 @@ def check_variant(name: str, overrides: list[str], head_conv: str) -> None:
     """Refuse a variant that changes how the (already read) features are made: it would silently not apply.
 
     ``model.head_conv`` may move between ``frozen`` and ``trained`` (the same cached activations before the
-    backbone's last layer), not to or from ``backbone`` (1280 channels after it); ``head_conv``: the recipe's.
+    backbone's last layer), not to or from ``backbone`` (1280 channels after it) or ``stage`` (the last stage's
+    input); ``head_conv``: the recipe's.
     """
+    cache_form = {"frozen": "trained"}  # head_conv -> the cached features it reads
     for item in overrides:
         key, _, value = item.partition("=")
-        crosses = key == "model.head_conv" and (value == "backbone") != (head_conv == "backbone")
+        crosses = key == "model.head_conv" and cache_form.get(value, value) != cache_form.get(head_conv, head_conv)
         if key.startswith(FEATURE_KEYS) or crosses:
             raise SystemExit(f"--variant {name}: {key} changes the cached features; pass it with --set instead")
 
