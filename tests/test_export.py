@@ -30,8 +30,9 @@ def _cfg(**kw: object) -> ModelConfig:
         {"arch": "tsn", **SMALL_BACKBONE},
         {"head_conv": "trained"},  # Lite0's last layer after the pooling, as the folded matmul
         {"arch": "linear", "head_conv": "frozen", "head_conv_grid": 1},
+        {"head_conv": "stage"},  # and the last stage before it: folded matmuls and a grouped conv per frame
     ],
-    ids=["lite0", "modulate-333", "tsn", "lite0-head-conv", "linear-head-conv-1x1"],
+    ids=["lite0", "modulate-333", "tsn", "lite0-head-conv", "linear-head-conv-1x1", "lite0-head-stage"],
 )
 def test_onnx_round_trip_equals_eager(tmp_path: Path, kw: dict) -> None:
     torch.manual_seed(0)

@@ -103,13 +103,16 @@ def test_head_conv_refuses_a_backbone_without_that_layer() -> None:
         ModelConfig(head_conv="late").validate()
 
 
+@pytest.mark.parametrize("head_conv", ["trained", "stage"])
 @torch.no_grad()
-def test_a_saved_model_with_trained_copies_loads_to_the_same_logits(tmp_path) -> None:
+def test_a_saved_model_with_trained_copies_loads_to_the_same_logits(tmp_path, head_conv: str) -> None:
     from dymsta.models import load_model, save_model
 
-    model = lite0(head_conv="trained").eval()
+    model = lite0(head_conv=head_conv).eval()
     for layer in model.head_layers.values():  # as if trained: copies that differ from ImageNet's
         layer.layer[0].weight.mul_(1.5)
+    for stage in (model.head_stages or {}).values():
+        stage[0].depthwise[0].weight.mul_(0.5)
     save_model(model, tmp_path / "m.safetensors")
     loaded, _ = load_model(tmp_path / "m.safetensors")
     loaded.eval()
