@@ -33,6 +33,8 @@ for s in ${1:-0 1 2}; do
     sets=$([[ $v == dymsta ]] && echo "$on" || echo "")
     [[ -f $out/cv_stage_${v}_s$s.json ]] || "${cv[@]}" --set model.head_conv=stage \
       --out "$out/cv_stage_${v}_s$s.json" --variant "${v}_stage=$sets"
+    [[ -f $out/cv_stage_${v}_slow_s$s.json ]] || "${cv[@]}" --set model.head_conv=stage \
+      --out "$out/cv_stage_${v}_slow_s$s.json" --variant "${v}_stage_lr0.01=${sets:+$sets,}optim.backbone_lr_scale=0.01"
     [[ -f $out/cv_stage_ref_${v}_s$s.json ]] || "${cv[@]}" --out "$out/cv_stage_ref_${v}_s$s.json" \
       --variant "${v}_20ep=$sets"
   done
