@@ -399,6 +399,9 @@ def test_select_last_makes_the_latest_epoch_the_runs_model(synth_root: Path, cac
     run = tmp_path / "last"
     summary = train(tiny_cfg(synth_root, cache_dir, "train.epochs=3", "train.select=last"), run)
     assert summary["best_epoch"] == 3
+    last_row = list(csv.DictReader((run / "metrics.csv").open()))[-1]
+    assert summary["selected_val"]["val_acc"] == pytest.approx(float(last_row["val_acc"]))  # the kept epoch's
+    assert summary["best_val"]["val_acc"] >= summary["selected_val"]["val_acc"]  # the best seen
     best = load_file(str(run / "checkpoints" / "best.safetensors"))
     last = _weights(run)
     assert best.keys() == last.keys()

@@ -468,11 +468,13 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
 
     start_epoch, best, best_epoch, bad_epochs = 0, {"val_acc": -1.0, "val_loss": math.inf}, -1, 0
     selected_epoch = -1  # the epoch of best.safetensors: best_epoch, or with train.select=last the latest
+    selected = dict(best)  # that epoch's validation scores
     if resume and state_file.exists():
         info = load_training_state(state_file, model=model, optimizer=optimizer, ema=ema)
         schedule.load_state_dict(info["schedule"])
         start_epoch, best, best_epoch, bad_epochs = info["epoch"] + 1, info["best"], info["best_epoch"], info["bad"]
         selected_epoch = info.get("selected_epoch", best_epoch)
+        selected = info.get("selected", best)
         log.info("resumed from %s at epoch %d", state_file, start_epoch)
     logger = (
         MetricsLogger(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tb", resume=resume) if D.is_main() else None
@@ -533,7 +535,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             # first epoch on), the training state last (it alone decides where --resume starts).
             logger.log(row)
             if improved or cfg.train.select == "last":
-                selected_epoch = epoch
+                selected_epoch, selected = epoch, {"val_acc": val_acc, "val_loss": val_loss}
             with averaged():
                 if selected_epoch == epoch:
                     save_model(
@@ -552,6 +554,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
                     "best": best,
                     "best_epoch": best_epoch,
                     "selected_epoch": selected_epoch,
+                    "selected": selected,
                     "bad": bad_epochs,
                     "schedule": schedule.state_dict(),
                     "config": config_to_dict(p.cfg),
@@ -580,7 +583,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "best_epoch": selected_epoch + 1,  # the epoch of best.safetensors (train.select)
-        "best_val": best,
+        "best_val": best,  # the best validation scores seen (with train.select=last, not the kept epoch's)
+        "selected_val": selected,  # the validation scores of best.safetensors' epoch
         "stopped": stopped,
         "cache_seconds": round(cache_seconds, 2),
         "train_seconds": round(train_seconds, 2),
