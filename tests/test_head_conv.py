@@ -25,18 +25,22 @@ def clips(batch: int = 2) -> dict[str, torch.Tensor]:
     return {s: torch.randn(batch, 3, 6, 224, 224) for s in STREAMS}
 
 
+@pytest.mark.parametrize(("head_conv", "trunk_channels", "tol"), [("frozen", 320, 1e-5), ("stage", 192, 1e-4)])
 @torch.no_grad()
-def test_frozen_layer_after_the_backbone_gives_the_backbones_own_features_on_the_whole_grid() -> None:
-    """With no pooling between them (``head_conv_grid=0``), trunk -> the detached layer == the whole backbone."""
+def test_what_moved_after_the_cache_gives_the_backbones_own_features_on_the_whole_grid(
+    head_conv: str, trunk_channels: int, tol: float
+) -> None:
+    """With no pooling between them (``head_conv_grid=0``), trunk -> the detached layer (``frozen``), or the last
+    stage then that layer (``stage``) == the whole backbone."""
     whole = lite0(spatial_pool=0).eval()
-    split = lite0(spatial_pool=0, head_conv="frozen", head_conv_grid=0).eval()
+    split = lite0(spatial_pool=0, head_conv=head_conv, head_conv_grid=0).eval()
     x = clips()
     trunk = split.extract(x)
-    assert trunk["rgb"].shape == (2, 320, 6, 7, 7)  # what the cache stores: a quarter of the channels
+    assert trunk["rgb"].shape == (2, trunk_channels, 6, 7, 7)  # what the cache stores
     lifted, reference = split.lift(trunk), whole.extract(x)
     for s in STREAMS:
         assert lifted[s].shape == reference[s].shape == (2, 1280, 6, 7, 7)
-        torch.testing.assert_close(lifted[s], reference[s], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(lifted[s], reference[s], rtol=tol, atol=tol)
     assert split.backbone.fingerprint() != whole.backbone.fingerprint()  # caches of the two forms never mix
 
 
@@ -176,18 +180,13 @@ def test_the_folded_block_equals_the_backbones_last_stage_with_gradients() -> No
 
 
 @torch.no_grad()
-def test_the_stage_after_the_cache_gives_the_backbones_own_features() -> None:
-    """``head_conv=stage`` on the whole grid: trunk (192 channels) -> stage -> last layer == the whole backbone."""
-    whole = lite0(spatial_pool=0).eval()
-    split = lite0(spatial_pool=0, head_conv="stage", head_conv_grid=0).eval()
-    x = clips()
-    trunk = split.extract(x)
-    assert trunk["rgb"].shape == (2, 192, 6, 7, 7) and split.read_grid == 0
-    lifted, reference = split.lift(trunk), whole.extract(x)
-    for s in STREAMS:
-        torch.testing.assert_close(lifted[s], reference[s], rtol=1e-4, atol=1e-4)
-    fingerprints = {m.backbone.fingerprint() for m in (whole, split, lite0(head_conv="trained"))}
+def test_the_stage_reads_the_whole_grid_and_trains_per_stream() -> None:
+    """``head_conv=stage``: the cache keeps the whole grid (the depthwise conv reads neighbouring cells), the layer
+    after the stage runs on ``head_conv_grid``, and each stream's stage and layer start from ImageNet's weights."""
+    stage = lite0(head_conv="stage").eval()
+    trunk = stage.extract(clips())
+    assert stage.read_grid == 0 and trunk["rgb"].shape == (2, 192, 6, 7, 7)
+    assert stage.lift(trunk)["rgb"].shape == (2, 1280, 6, 4, 4)
+    fingerprints = {m.backbone.fingerprint() for m in (stage, lite0(head_conv="trained"), lite0())}
     assert len(fingerprints) == 3  # the three cache forms never mix
-    trained = lite0(head_conv="stage")
-    assert len(trained.pretrained_parameters()) == len(STREAMS) * (3 + 3 * 3)  # the layer's 3, the block's 3 x 3
-    assert lite0(head_conv="stage", head_conv_grid=4).lift(trunk)["rgb"].shape == (2, 1280, 6, 4, 4)
+    assert len(stage.pretrained_parameters()) == len(STREAMS) * (3 + 3 * 3)  # the layer's 3, the block's 3 x 3

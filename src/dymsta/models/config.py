@@ -24,12 +24,8 @@ DYNAMIC_MODES = ("mixture", "modulate")
 TEMPORAL_POOLS = ("max", "mean")
 STREAMS = ("rgb", "rgbdiff", "mv")  # dymsta.data.motion.MODALITIES (models do not import data)
 FUSIONS = ("concat", "sum", "gated")
-HEAD_CONVS = (
-    "backbone",
-    "frozen",
-    "trained",
-    "stage",
-)  # where the backbone's last 1x1 conv runs (ModelConfig.head_conv)
+# where the backbone's last 1x1 conv (and with "stage" its last stage) runs (ModelConfig.head_conv)
+HEAD_CONVS = ("backbone", "frozen", "trained", "stage")
 
 
 @dataclass
